@@ -91,7 +91,7 @@ impl ReasonCode {
             ReasonCode::SoakTimeNotMet => "The candidate has not been in the upstream environment for the required soak time.",
             ReasonCode::ChainloopBlocked => "A Chainloop attestation for the candidate is blocked by its policies, has gated violations, or was bypassed.",
             ReasonCode::RegoViolation => "A Rego policy reported a violation.",
-            ReasonCode::EvidenceUnavailable => "Evidence could not be fetched (registry unreachable or failing); the decision is deferred.",
+            ReasonCode::EvidenceUnavailable => "Evidence could not be fetched (registry unreachable or failing: the decision is deferred) or was unusable (over a size limit, wrong digest: blocked).",
             ReasonCode::Waived => "A failure was waived by an unexpired entry in the environment repository's waivers file.",
         }
     }
@@ -135,5 +135,19 @@ mod tests {
             assert!(!code.description().is_empty());
         }
         assert!("allow".parse::<ReasonCode>().is_err());
+    }
+}
+
+#[cfg(test)]
+mod docs_tests {
+    use super::ReasonCode;
+
+    #[test]
+    fn docs_list_every_code_with_its_description() {
+        let docs = include_str!("../docs/reason-codes.md");
+        for code in ReasonCode::ALL {
+            let row = format!("| `{}` | {} |", code.as_str(), code.description());
+            assert!(docs.contains(&row), "docs/reason-codes.md lacks the row:\n{row}");
+        }
     }
 }
