@@ -1,1 +1,1106 @@
-//! TODO
+//! Verification, first form (SPEC §2 "Trust"): raw evidence + configured signers → verified materials,
+//! or rejections carrying a reason code (SPEC §7). Pure: no I/O, no clock; trust is passed in as data.
+//!
+//! Verified here, with `key` signers (PEM public keys, as `cosign.pub`):
+//! - `.att` layers (cosign attestations): a DSSE envelope whose signature over the PAE of the decoded
+//!   payload verifies, whose payload is an in-toto statement (v1 or v0.1) about the candidate digest,
+//!   and whose `predicateType` layer annotation, if any, tells the truth.
+//! - `.sig` layers (cosign simple signing): a signature over the exact layer bytes whose payload is a
+//!   `cosign container image signature` of the candidate digest.
+//!
+//! Not verified yet, and therefore rejected as `signature-invalid` (tollgate fails closed): keyless
+//! evidence (a Fulcio certificate, checked against the trusted root and Rekor) and Sigstore bundles.
+//! Those rejections still say which predicate type the evidence claims, so that the policy can tell
+//! "SLSA_PROVENANCE present but not verifiable" from "SLSA_PROVENANCE missing".
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::{EvidenceSource, Material, MaterialKind, RawEvidence, Rejection, SignerMatch, Verified};
+use crate::config::Signer;
+use crate::dsse::{self, DsseError, Envelope, Statement};
+use crate::image::Digest;
+use crate::keys::PublicKey;
+use crate::reason::ReasonCode;
+
+/// The `predicate_type` given to a verified `.sig` (simple-signing) material. A simple-signing payload
+/// is not an in-toto statement, so it does not borrow an in-toto predicate type: Rego and `explain`
+/// readers can tell from this string that `statement` holds the `{critical, optional}` payload. Its
+/// kind is always [`MaterialKind::ImageSignature`] (which [`MaterialKind::for_predicate`] does not
+/// derive from this string: use `Material::kind`).
+pub const SIMPLE_SIGNING_PREDICATE_TYPE: &str = "cosign/simplesigning";
+
+/// Media type of a `.sig` layer (cosign `specs/SIGNATURE_SPEC.md`).
+pub const SIMPLE_SIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+
+/// `critical.type` of a cosign image signature. Compared exactly, as cosign and containers/image do.
+pub const COSIGN_SIGNATURE_TYPE: &str = "cosign container image signature";
+
+/// Layer annotations written by cosign (the code's names, which win over the spec text).
+pub const ANNOTATION_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
+pub const ANNOTATION_CERTIFICATE: &str = "dev.sigstore.cosign/certificate";
+pub const ANNOTATION_PREDICATE_TYPE: &str = "predicateType";
+/// The predicate type annotation of a bundle referrer (`@sigstore/oci`, cosign v3).
+pub const ANNOTATION_BUNDLE_PREDICATE_TYPE: &str = "dev.sigstore.bundle.predicateType";
+
+/// Why one piece of evidence does not count. The `Display` text is the "why" part of the message a
+/// release manager reads; [`VerifyError::reason`] is the stable code.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("its content hashes to {actual}, not to the digest {expected} it was fetched as")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("its media type is `{actual}`, expected `{expected}`")]
+    MediaType { expected: &'static str, actual: String },
+    #[error(transparent)]
+    Envelope(#[from] DsseError),
+    #[error("it has no `{ANNOTATION_SIGNATURE}` annotation, so there is no signature to verify")]
+    NoSignatureAnnotation,
+    #[error("its `{ANNOTATION_SIGNATURE}` annotation is not valid base64")]
+    SignatureNotBase64,
+    #[error("it is signed by no configured key ({})", tried_keys(.tried))]
+    NoKeyMatch { tried: Vec<String> },
+    #[error(
+        "keyless verification is not supported yet: it carries a Fulcio certificate \
+         (`{ANNOTATION_CERTIFICATE}`) and no configured key verifies its signature ({}); \
+         keyless evidence is not accepted until certificate, identity and transparency-log checks exist",
+        tried_keys(.tried)
+    )]
+    KeylessUnsupported { tried: Vec<String> },
+    #[error(
+        "its DSSE payloadType is `{actual}`, not `{}`: the signed payload is not an in-toto statement",
+        dsse::INTOTO_PAYLOAD_TYPE
+    )]
+    PayloadType { actual: String },
+    #[error("the signed payload is not an in-toto statement: {detail}")]
+    NotAStatement { detail: String },
+    #[error(
+        "the statement `_type` is `{actual}`, expected `{}` or `{}`",
+        dsse::STATEMENT_V1,
+        dsse::STATEMENT_V01
+    )]
+    StatementType { actual: String },
+    #[error("the signed statement is about {}, not the candidate {candidate}", subjects_text(.subjects))]
+    SubjectMismatch {
+        candidate: Digest,
+        subjects: Vec<String>,
+        predicate_type: String,
+    },
+    #[error(
+        "its `{ANNOTATION_PREDICATE_TYPE}` annotation says `{annotation}` but the signed statement's predicateType \
+         is `{statement}`: the annotation misdescribes the content"
+    )]
+    AnnotationMismatch { annotation: String, statement: String },
+    #[error("the signed payload is not a cosign simple-signing payload: {detail}")]
+    NotSimpleSigning { detail: String },
+    #[error("its `critical.type` is `{actual}`, expected `{COSIGN_SIGNATURE_TYPE}`")]
+    SigningType { actual: String },
+    #[error("it signs image {signed}, not the candidate {candidate}")]
+    ImageMismatch { candidate: Digest, signed: String },
+    #[error(
+        "Sigstore bundle verification is not supported yet; the bundle is not accepted until its signature, \
+         certificate and transparency-log entry can be checked"
+    )]
+    BundleUnsupported,
+}
+
+impl VerifyError {
+    pub fn reason(&self) -> ReasonCode {
+        match self {
+            VerifyError::SubjectMismatch { .. } | VerifyError::ImageMismatch { .. } => ReasonCode::SubjectMismatch,
+            _ => ReasonCode::SignatureInvalid,
+        }
+    }
+
+    /// The predicate type established by a verified signature, when the failure came after it.
+    fn verified_predicate_type(&self) -> Option<&str> {
+        match self {
+            VerifyError::SubjectMismatch { predicate_type, .. } => Some(predicate_type),
+            VerifyError::AnnotationMismatch { statement, .. } => Some(statement),
+            _ => None,
+        }
+    }
+}
+
+fn tried_keys(tried: &[String]) -> String {
+    if tried.is_empty() {
+        "no `key` signers are configured".to_string()
+    } else {
+        format!("tried {}", tried.join(", "))
+    }
+}
+
+fn subjects_text(subjects: &[String]) -> String {
+    if subjects.is_empty() {
+        "no sha256 subject".to_string()
+    } else {
+        subjects.join(", ")
+    }
+}
+
+/// Verifies each piece of evidence on its own: every one becomes either material(s) or one rejection.
+///
+/// Only `Signer::Key` signers are used in this first form. When several configured signers verify
+/// the same evidence (two signatures, or one key configured under two names), one [`Material`] is
+/// produced per signer, so that a contract naming any of them finds its match.
+pub fn verify(evidence: &[RawEvidence], candidate: &Digest, signers: &BTreeMap<String, Signer>) -> Verified {
+    let keys: Vec<(&str, &PublicKey)> = signers
+        .iter()
+        .filter_map(|(name, signer)| match signer {
+            Signer::Key { key, .. } => Some((name.as_str(), key)),
+            Signer::Keyless { .. } => None,
+        })
+        .collect();
+    let mut verified = Verified::default();
+    for ev in evidence {
+        match verify_one(ev, candidate, &keys) {
+            Ok(materials) => verified.materials.extend(materials),
+            Err(err) => verified.rejections.push(rejection(ev, &err)),
+        }
+    }
+    verified
+}
+
+/// Verifies one piece of evidence; `Ok` holds one material per matching signer (never empty).
+fn verify_one(ev: &RawEvidence, candidate: &Digest, keys: &[(&str, &PublicKey)]) -> Result<Vec<Material>, VerifyError> {
+    // The digest names the evidence in trailers and `explain`: it must be the digest of what we verify.
+    let actual = Digest::of(&ev.bytes);
+    if actual != ev.digest {
+        return Err(VerifyError::DigestMismatch {
+            expected: ev.digest.clone(),
+            actual,
+        });
+    }
+    match ev.source {
+        EvidenceSource::Att => verify_att(ev, candidate, keys),
+        EvidenceSource::Sig => verify_sig(ev, candidate, keys),
+        EvidenceSource::Bundle => Err(VerifyError::BundleUnsupported),
+    }
+}
+
+fn verify_att(ev: &RawEvidence, candidate: &Digest, keys: &[(&str, &PublicKey)]) -> Result<Vec<Material>, VerifyError> {
+    if ev.media_type != dsse::MEDIA_TYPE {
+        return Err(VerifyError::MediaType {
+            expected: dsse::MEDIA_TYPE,
+            actual: ev.media_type.clone(),
+        });
+    }
+    let envelope = Envelope::parse(&ev.bytes)?;
+    let payload = envelope.payload_bytes()?;
+    let signatures: Vec<Vec<u8>> = envelope
+        .signatures
+        .iter()
+        .flat_map(|s| signature_encodings(&s.sig))
+        .collect();
+    // The signature covers the PAE of the decoded bytes; nothing is parsed before it verifies.
+    let signed_by = matching_signers(keys, &dsse::pae(&envelope.payload_type, &payload), &signatures);
+    if signed_by.is_empty() {
+        return Err(no_key_error(ev, keys));
+    }
+
+    if envelope.payload_type != dsse::INTOTO_PAYLOAD_TYPE {
+        return Err(VerifyError::PayloadType {
+            actual: envelope.payload_type,
+        });
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(&payload).map_err(|e| VerifyError::NotAStatement { detail: e.to_string() })?;
+    let statement: Statement =
+        serde_json::from_value(value.clone()).map_err(|e| VerifyError::NotAStatement { detail: e.to_string() })?;
+    if statement.type_ != dsse::STATEMENT_V1 && statement.type_ != dsse::STATEMENT_V01 {
+        return Err(VerifyError::StatementType {
+            actual: statement.type_,
+        });
+    }
+    if !statement.has_subject(candidate) {
+        let subjects = statement
+            .subject
+            .iter()
+            .filter_map(|s| {
+                let hex = s.digest.get("sha256")?;
+                Some(if s.name.is_empty() {
+                    format!("sha256:{hex}")
+                } else {
+                    format!("sha256:{hex} ({})", s.name)
+                })
+            })
+            .collect();
+        return Err(VerifyError::SubjectMismatch {
+            candidate: candidate.clone(),
+            subjects,
+            predicate_type: statement.predicate_type,
+        });
+    }
+    // The annotation is unsigned; policy and `predicateType`-filtering readers (cosign verify-attestation
+    // --type) trust it, so a layer whose annotation lies about its content is not accepted.
+    if let Some(annotation) = ev.annotations.get(ANNOTATION_PREDICATE_TYPE) {
+        if *annotation != statement.predicate_type {
+            return Err(VerifyError::AnnotationMismatch {
+                annotation: annotation.clone(),
+                statement: statement.predicate_type,
+            });
+        }
+    }
+
+    let kind = MaterialKind::for_predicate(&statement.predicate_type);
+    Ok(materials(ev, kind, &statement.predicate_type, &signed_by, value))
+}
+
+fn verify_sig(ev: &RawEvidence, candidate: &Digest, keys: &[(&str, &PublicKey)]) -> Result<Vec<Material>, VerifyError> {
+    if ev.media_type != SIMPLE_SIGNING_MEDIA_TYPE {
+        return Err(VerifyError::MediaType {
+            expected: SIMPLE_SIGNING_MEDIA_TYPE,
+            actual: ev.media_type.clone(),
+        });
+    }
+    let encoded = ev
+        .annotations
+        .get(ANNOTATION_SIGNATURE)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or(VerifyError::NoSignatureAnnotation)?;
+    let signature = dsse::decode_b64(encoded).ok_or(VerifyError::SignatureNotBase64)?;
+    // Over the exact layer bytes: re-serialised JSON (`"optional":null`, key order) would not verify.
+    let signed_by = matching_signers(keys, &ev.bytes, &[signature]);
+    if signed_by.is_empty() {
+        return Err(no_key_error(ev, keys));
+    }
+
+    let payload: serde_json::Value =
+        serde_json::from_slice(&ev.bytes).map_err(|e| VerifyError::NotSimpleSigning { detail: e.to_string() })?;
+    let critical = &payload["critical"];
+    let signing_type = critical["type"].as_str().ok_or_else(|| VerifyError::NotSimpleSigning {
+        detail: "it has no string `critical.type`".to_string(),
+    })?;
+    if signing_type != COSIGN_SIGNATURE_TYPE {
+        return Err(VerifyError::SigningType {
+            actual: signing_type.to_string(),
+        });
+    }
+    let signed = critical["image"]["docker-manifest-digest"]
+        .as_str()
+        .ok_or_else(|| VerifyError::NotSimpleSigning {
+            detail: "it has no string `critical.image.docker-manifest-digest`".to_string(),
+        })?;
+    if signed != candidate.as_str() {
+        return Err(VerifyError::ImageMismatch {
+            candidate: candidate.clone(),
+            signed: signed.to_string(),
+        });
+    }
+
+    Ok(materials(
+        ev,
+        MaterialKind::ImageSignature,
+        SIMPLE_SIGNING_PREDICATE_TYPE,
+        &signed_by,
+        payload,
+    ))
+}
+
+fn materials(
+    ev: &RawEvidence,
+    kind: MaterialKind,
+    predicate_type: &str,
+    signed_by: &[&str],
+    statement: serde_json::Value,
+) -> Vec<Material> {
+    signed_by
+        .iter()
+        .map(|name| Material {
+            kind,
+            predicate_type: predicate_type.to_string(),
+            signer: SignerMatch {
+                signer: (*name).to_string(),
+                method: "key",
+            },
+            source: ev.source,
+            digest: ev.digest.clone(),
+            statement: statement.clone(),
+        })
+        .collect()
+}
+
+/// The byte strings a DSSE `sig` may stand for: its base64 decoding and, for Chainloop envelopes
+/// signed before chainloop#1832 was fixed, the base64 decoding of that (the signature encoded twice).
+/// Trying both cannot forge anything: the message verified stays the PAE.
+fn signature_encodings(sig: &str) -> Vec<Vec<u8>> {
+    let Some(once) = dsse::decode_b64(sig) else {
+        return Vec::new();
+    };
+    let twice = std::str::from_utf8(&once).ok().and_then(dsse::decode_b64);
+    std::iter::once(once).chain(twice).collect()
+}
+
+/// Names of the key signers for which at least one of `signatures` verifies over `msg`, in name order.
+fn matching_signers<'a>(keys: &[(&'a str, &PublicKey)], msg: &[u8], signatures: &[Vec<u8>]) -> Vec<&'a str> {
+    keys.iter()
+        .filter(|(_, key)| signatures.iter().any(|sig| key.verify(msg, sig)))
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+fn no_key_error(ev: &RawEvidence, keys: &[(&str, &PublicKey)]) -> VerifyError {
+    let tried = keys.iter().map(|(name, _)| (*name).to_string()).collect();
+    let has_certificate = ev
+        .annotations
+        .get(ANNOTATION_CERTIFICATE)
+        .is_some_and(|c| !c.trim().is_empty());
+    if has_certificate {
+        VerifyError::KeylessUnsupported { tried }
+    } else {
+        VerifyError::NoKeyMatch { tried }
+    }
+}
+
+fn rejection(ev: &RawEvidence, err: &VerifyError) -> Rejection {
+    let predicate_type = err
+        .verified_predicate_type()
+        .map(str::to_string)
+        .or_else(|| predicate_hint(ev));
+    let kind = match ev.source {
+        EvidenceSource::Sig => Some(MaterialKind::ImageSignature),
+        _ => predicate_type.as_deref().map(MaterialKind::for_predicate),
+    };
+    let claims = predicate_type
+        .as_deref()
+        .map(|p| format!(" (predicateType {p})"))
+        .unwrap_or_default();
+    Rejection {
+        message: format!("{} {}{claims}: {err}", Described(ev.source), ev.digest),
+        predicate_type,
+        kind,
+        source: ev.source,
+        digest: ev.digest.clone(),
+        reason: err.reason(),
+    }
+}
+
+/// How a release manager would name the evidence: `.att attestation sha256:…`.
+struct Described(EvidenceSource);
+
+impl fmt::Display for Described {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            EvidenceSource::Att => ".att attestation",
+            EvidenceSource::Sig => ".sig image signature",
+            EvidenceSource::Bundle => "Sigstore bundle",
+        })
+    }
+}
+
+/// The predicate type a piece of evidence claims, **unverified**: from its annotation, else from its
+/// payload. For rejections only, so that "present but failed" differs from "missing".
+pub fn predicate_hint(ev: &RawEvidence) -> Option<String> {
+    let non_empty = |key: &str| ev.annotations.get(key).filter(|v| !v.is_empty()).cloned();
+    match ev.source {
+        EvidenceSource::Sig => Some(SIMPLE_SIGNING_PREDICATE_TYPE.to_string()),
+        EvidenceSource::Att => non_empty(ANNOTATION_PREDICATE_TYPE).or_else(|| {
+            let envelope: serde_json::Value = serde_json::from_slice(&ev.bytes).ok()?;
+            statement_predicate_type(envelope["payload"].as_str()?)
+        }),
+        EvidenceSource::Bundle => non_empty(ANNOTATION_BUNDLE_PREDICATE_TYPE).or_else(|| {
+            let bundle: serde_json::Value = serde_json::from_slice(&ev.bytes).ok()?;
+            statement_predicate_type(bundle["dsseEnvelope"]["payload"].as_str()?)
+        }),
+    }
+}
+
+/// The material kind a piece of evidence claims, unverified (see [`predicate_hint`]).
+pub fn kind_hint(ev: &RawEvidence) -> Option<MaterialKind> {
+    match ev.source {
+        EvidenceSource::Sig => Some(MaterialKind::ImageSignature),
+        _ => predicate_hint(ev).map(|p| MaterialKind::for_predicate(&p)),
+    }
+}
+
+fn statement_predicate_type(payload_b64: &str) -> Option<String> {
+    let statement: serde_json::Value = serde_json::from_slice(&dsse::decode_b64(payload_b64)?).ok()?;
+    statement["predicateType"]
+        .as_str()
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::SubjectMatch;
+    use crate::keys::SigningKey;
+
+    const SLSA: &str = "https://slsa.dev/provenance/v1";
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    fn candidate() -> Digest {
+        Digest::of(b"candidate image manifest")
+    }
+
+    fn other_image() -> Digest {
+        Digest::of(b"another image manifest")
+    }
+
+    fn key_signer(key: &PublicKey) -> Signer {
+        Signer::Key {
+            path: PathBuf::from("/etc/tollgate/test.pub"),
+            key: key.clone(),
+        }
+    }
+
+    fn signers(list: &[(&str, &SigningKey)]) -> BTreeMap<String, Signer> {
+        list.iter()
+            .map(|(n, k)| (n.to_string(), key_signer(&k.public_key())))
+            .collect()
+    }
+
+    fn statement(subject: &Digest, predicate_type: &str) -> Vec<u8> {
+        let s = Statement::new(
+            "registry.example/acme/api",
+            subject,
+            predicate_type,
+            json!({"builder": {"id": "ci"}}),
+        );
+        serde_json::to_vec(&s).unwrap()
+    }
+
+    fn evidence(source: EvidenceSource, media_type: &str, bytes: Vec<u8>, annotations: &[(&str, &str)]) -> RawEvidence {
+        RawEvidence {
+            source,
+            media_type: media_type.to_string(),
+            digest: Digest::of(&bytes),
+            bytes,
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn att(bytes: Vec<u8>, annotations: &[(&str, &str)]) -> RawEvidence {
+        evidence(EvidenceSource::Att, dsse::MEDIA_TYPE, bytes, annotations)
+    }
+
+    fn signed_att(key: &SigningKey, payload: &[u8]) -> RawEvidence {
+        att(Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, payload, key).to_json(), &[])
+    }
+
+    fn simple_signing(image: &Digest) -> Vec<u8> {
+        // Byte layout as cosign writes it, including `"optional":null`.
+        format!(
+            r#"{{"critical":{{"identity":{{"docker-reference":"registry.example/acme/api"}},"image":{{"docker-manifest-digest":"{image}"}},"type":"cosign container image signature"}},"optional":null}}"#
+        )
+        .into_bytes()
+    }
+
+    fn sig(payload: Vec<u8>, signature: &str, extra: &[(&str, &str)]) -> RawEvidence {
+        let mut annotations = vec![(ANNOTATION_SIGNATURE, signature)];
+        annotations.extend_from_slice(extra);
+        evidence(EvidenceSource::Sig, SIMPLE_SIGNING_MEDIA_TYPE, payload, &annotations)
+    }
+
+    fn signed_sig(key: &SigningKey, payload: Vec<u8>) -> RawEvidence {
+        let signature = dsse::encode_b64(&key.sign(&payload));
+        sig(payload, &signature, &[])
+    }
+
+    /// The single rejection of verifying one piece of evidence.
+    fn rejected(ev: RawEvidence, signers: &BTreeMap<String, Signer>) -> Rejection {
+        let v = verify(&[ev], &candidate(), signers);
+        assert!(v.materials.is_empty(), "expected no material, got {:?}", v.materials);
+        assert_eq!(v.rejections.len(), 1);
+        v.rejections.into_iter().next().unwrap()
+    }
+
+    fn accepted(ev: RawEvidence, signers: &BTreeMap<String, Signer>) -> Material {
+        let v = verify(&[ev], &candidate(), signers);
+        assert!(v.rejections.is_empty(), "expected no rejection, got {:?}", v.rejections);
+        assert_eq!(v.materials.len(), 1);
+        v.materials.into_iter().next().unwrap()
+    }
+
+    // ---- .att ----
+
+    #[test]
+    fn accepts_an_attestation_signed_by_a_configured_key() {
+        let key = SigningKey::generate();
+        let payload = statement(&candidate(), SLSA);
+        let ev = signed_att(&key, &payload);
+        let m = accepted(ev.clone(), &signers(&[("release-key", &key)]));
+        assert_eq!(m.kind, MaterialKind::SlsaProvenance);
+        assert_eq!(m.predicate_type, SLSA);
+        assert_eq!(
+            m.signer,
+            SignerMatch {
+                signer: "release-key".into(),
+                method: "key"
+            }
+        );
+        assert_eq!(m.source, EvidenceSource::Att);
+        assert_eq!(m.digest, ev.digest);
+        assert_eq!(
+            m.statement,
+            serde_json::from_slice::<serde_json::Value>(&payload).unwrap()
+        );
+    }
+
+    #[test]
+    fn material_kind_follows_the_signed_predicate_type() {
+        let key = SigningKey::generate();
+        let s = signers(&[("k", &key)]);
+        for (pt, kind) in [
+            ("https://cyclonedx.org/bom/v1.5", MaterialKind::SbomCyclonedxJson),
+            ("https://spdx.dev/Document", MaterialKind::SbomSpdxJson),
+            ("chainloop.dev/attestation/v0.2", MaterialKind::ChainloopAttestation),
+            ("https://example.com/load-test/v1", MaterialKind::Attestation),
+        ] {
+            let m = accepted(signed_att(&key, &statement(&candidate(), pt)), &s);
+            assert_eq!((m.kind, m.predicate_type.as_str()), (kind, pt));
+        }
+    }
+
+    #[test]
+    fn accepts_a_v01_statement_and_a_matching_predicate_type_annotation() {
+        let key = SigningKey::generate();
+        let mut s: serde_json::Value = serde_json::from_slice(&statement(&candidate(), SLSA)).unwrap();
+        s["_type"] = json!(dsse::STATEMENT_V01);
+        let env = Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, &serde_json::to_vec(&s).unwrap(), &key).to_json();
+        let m = accepted(att(env, &[(ANNOTATION_PREDICATE_TYPE, SLSA)]), &signers(&[("k", &key)]));
+        assert_eq!(m.statement["_type"], dsse::STATEMENT_V01);
+    }
+
+    #[test]
+    fn blocks_an_attestation_signed_by_an_unknown_key() {
+        let configured = SigningKey::generate();
+        let stranger = SigningKey::generate();
+        let ev = signed_att(&stranger, &statement(&candidate(), SLSA));
+        let r = rejected(ev.clone(), &signers(&[("release-key", &configured)]));
+        assert_eq!(r.reason, ReasonCode::SignatureInvalid);
+        assert!(
+            r.message.contains("signed by no configured key (tried release-key)"),
+            "{}",
+            r.message
+        );
+        assert!(r.message.contains(ev.digest.as_str()), "{}", r.message);
+        // Present but failed, not missing: the policy can say which material failed.
+        assert_eq!(r.predicate_type.as_deref(), Some(SLSA));
+        assert_eq!(r.kind, Some(MaterialKind::SlsaProvenance));
+        assert_eq!((r.source, &r.digest), (EvidenceSource::Att, &ev.digest));
+    }
+
+    #[test]
+    fn blocks_everything_when_no_key_signer_is_configured() {
+        let key = SigningKey::generate();
+        let keyless = Signer::Keyless {
+            issuer: "https://token.actions.githubusercontent.com".into(),
+            subject: SubjectMatch::Exact(
+                "https://github.com/acme/api/.github/workflows/release.yml@refs/tags/v1".into(),
+            ),
+        };
+        let only_keyless = BTreeMap::from([("github-release".to_string(), keyless)]);
+        let r = rejected(signed_att(&key, &statement(&candidate(), SLSA)), &only_keyless);
+        assert_eq!(r.reason, ReasonCode::SignatureInvalid);
+        assert!(r.message.contains("no `key` signers are configured"), "{}", r.message);
+        let r = rejected(signed_sig(&key, simple_signing(&candidate())), &BTreeMap::new());
+        assert_eq!(r.reason, ReasonCode::SignatureInvalid);
+    }
+
+    #[test]
+    fn the_second_configured_signer_can_be_the_one_that_verifies() {
+        let first = SigningKey::generate();
+        let second = SigningKey::generate();
+        let m = accepted(
+            signed_att(&second, &statement(&candidate(), SLSA)),
+            &signers(&[("a-first", &first), ("b-second", &second)]),
+        );
+        assert_eq!(m.signer.signer, "b-second");
+    }
+
+    #[test]
+    fn every_configured_signer_of_a_multi_signature_envelope_is_recorded() {
+        let a = SigningKey::generate();
+        let b = SigningKey::generate();
+        let stranger = SigningKey::generate();
+        let payload = statement(&candidate(), SLSA);
+        let mut env = Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, &payload, &stranger);
+        for key in [&a, &b] {
+            env.signatures
+                .extend(Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, &payload, key).signatures);
+        }
+        let v = verify(
+            &[att(env.to_json(), &[])],
+            &candidate(),
+            &signers(&[("a", &a), ("b", &b)]),
+        );
+        assert!(v.rejections.is_empty());
+        let names: Vec<_> = v.materials.iter().map(|m| m.signer.signer.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(v.materials.iter().all(|m| m.digest == v.materials[0].digest));
+    }
+
+    #[test]
+    fn malformed_envelopes_are_signature_invalid() {
+        let key = SigningKey::generate();
+        let s = signers(&[("k", &key)]);
+        let good = Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, &statement(&candidate(), SLSA), &key);
+        let bad_payload = Envelope {
+            payload: "not base64!".into(),
+            ..good.clone()
+        };
+        let bad_sig = Envelope {
+            signatures: vec![dsse::Signature {
+                keyid: None,
+                sig: "@@@".into(),
+            }],
+            ..good.clone()
+        };
+        let no_sigs = Envelope {
+            signatures: vec![],
+            ..good.clone()
+        };
+        let full = good.to_json();
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("not JSON", b"hello".to_vec(), "not valid JSON"),
+            ("truncated", full[..full.len() / 2].to_vec(), "not valid JSON"),
+            ("wrong shape", br#"{"payload":1}"#.to_vec(), "not valid JSON"),
+            (
+                "bad base64 payload",
+                bad_payload.to_json(),
+                "payload is not valid base64",
+            ),
+            ("bad base64 signature", bad_sig.to_json(), "signed by no configured key"),
+            ("no signatures", no_sigs.to_json(), "has no signatures"),
+        ];
+        for (what, bytes, expected) in cases {
+            let r = rejected(att(bytes, &[]), &s);
+            assert_eq!(r.reason, ReasonCode::SignatureInvalid, "{what}");
+            assert!(r.message.contains(expected), "{what}: {}", r.message);
+        }
+    }
+
+    #[test]
+    fn a_tampered_payload_is_signature_invalid() {
+        let key = SigningKey::generate();
+        let mut env = Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, &statement(&candidate(), SLSA), &key);
+        let forged = statement(&candidate(), "https://cyclonedx.org/bom");
+        env.payload = dsse::encode_b64(&forged);
+        let r = rejected(att(env.to_json(), &[]), &signers(&[("k", &key)]));
+        assert_eq!(r.reason, ReasonCode::SignatureInvalid);
+        // The hint is the unverified claim: it names what was present.
+        assert_eq!(r.kind, Some(MaterialKind::SbomCyclonedxJson));
+    }
+
+    #[test]
+    fn a_changed_payload_type_breaks_the_signature() {
+        let key = SigningKey::generate();
+        let mut env = Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, &statement(&candidate(), SLSA), &key);
+        env.payload_type = "application/json".into();
+        let r = rejected(att(env.to_json(), &[]), &signers(&[("k", &key)]));
+        assert_eq!(r.reason, ReasonCode::SignatureInvalid);
+        assert!(r.message.contains("signed by no configured key"), "{}", r.message);
+    }
+
+    #[test]
+    fn a_signed_payload_of_another_type_is_signature_invalid() {
+        let key = SigningKey::generate();
+        let env = Envelope::sign("application/vnd.cyclonedx+json", &statement(&candidate(), SLSA), &key);
+        let r = rejected(att(env.to_json(), &[]), &signers(&[("k", &key)]));
+        assert_eq!(r.reason, ReasonCode::SignatureInvalid);
+        assert!(
+            r.message.contains("payloadType is `application/vnd.cyclonedx+json`"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn a_signed_payload_that_is_not_a_statement_is_signature_invalid() {
+        let key = SigningKey::generate();
+        let s = signers(&[("k", &key)]);
+        let r = rejected(signed_att(&key, b"[1,2,3]"), &s);
+        assert_eq!(r.reason, ReasonCode::SignatureInvalid);
+        assert!(r.message.contains("not an in-toto statement"), "{}", r.message);
+        let r = rejected(signed_att(&key, b"\xff\xfe"), &s);
+        assert!(r.message.contains("not an in-toto statement"), "{}", r.message);
+
+        let mut other: serde_json::Value = serde_json::from_slice(&statement(&candidate(), SLSA)).unwrap();
+        other["_type"] = json!("https://example.com/Statement/v9");
+        let r = rejected(signed_att(&key, &serde_json::to_vec(&other).unwrap()), &s);
+        assert_eq!(r.reason, ReasonCode::SignatureInvalid);
+        assert!(
+            r.message
+                .contains("statement `_type` is `https://example.com/Statement/v9`"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn an_attestation_about_another_image_is_subject_mismatch_naming_both_digests() {
+        let key = SigningKey::generate();
+        let r = rejected(
+            signed_att(&key, &statement(&other_image(), SLSA)),
+            &signers(&[("k", &key)]),
+        );
+        assert_eq!(r.reason, ReasonCode::SubjectMismatch);
+        assert!(r.message.contains(other_image().as_str()), "{}", r.message);
+        assert!(r.message.contains(candidate().as_str()), "{}", r.message);
+        assert!(r.message.contains("registry.example/acme/api"), "{}", r.message);
+        assert_eq!(r.predicate_type.as_deref(), Some(SLSA));
+        assert_eq!(r.kind, Some(MaterialKind::SlsaProvenance));
+    }
+
+    #[test]
+    fn subjects_match_by_sha256_digest_only() {
+        let key = SigningKey::generate();
+        let s = signers(&[("k", &key)]);
+        let mut st: serde_json::Value = serde_json::from_slice(&statement(&candidate(), SLSA)).unwrap();
+        // The candidate's hex under another algorithm name, and a differently named sha256 subject.
+        st["subject"] = json!([{"name": "x", "digest": {"sha512": candidate().hex()}}]);
+        let r = rejected(signed_att(&key, &serde_json::to_vec(&st).unwrap()), &s);
+        assert_eq!(r.reason, ReasonCode::SubjectMismatch);
+        assert!(r.message.contains("no sha256 subject"), "{}", r.message);
+        st["subject"] = json!([
+            {"name": "git.head", "digest": {"sha1": "f9f2493a647473c0be0c8814d3d32b17d615fa38"}},
+            {"digest": {"sha256": candidate().hex()}}
+        ]);
+        accepted(signed_att(&key, &serde_json::to_vec(&st).unwrap()), &s);
+    }
+
+    #[test]
+    fn a_predicate_type_annotation_that_lies_is_signature_invalid() {
+        let key = SigningKey::generate();
+        let env = Envelope::sign(
+            dsse::INTOTO_PAYLOAD_TYPE,
+            &statement(&candidate(), "https://example.com/x/v1"),
+            &key,
+        );
+        let r = rejected(
+            att(env.to_json(), &[(ANNOTATION_PREDICATE_TYPE, SLSA)]),
+            &signers(&[("k", &key)]),
+        );
+        assert_eq!(r.reason, ReasonCode::SignatureInvalid);
+        assert!(
+            r.message.contains("annotation says `https://slsa.dev/provenance/v1`"),
+            "{}",
+            r.message
+        );
+        // What was verified wins over the annotation's claim.
+        assert_eq!(r.predicate_type.as_deref(), Some("https://example.com/x/v1"));
+        assert_eq!(r.kind, Some(MaterialKind::Attestation));
+    }
+
+    #[test]
+    fn content_that_does_not_hash_to_its_digest_is_signature_invalid() {
+        let key = SigningKey::generate();
+        let mut ev = signed_att(&key, &statement(&candidate(), SLSA));
+        ev.digest = other_image();
+        let r = rejected(ev, &signers(&[("k", &key)]));
+        assert_eq!(r.reason, ReasonCode::SignatureInvalid);
+        assert!(r.message.contains("hashes to"), "{}", r.message);
+    }
+
+    #[test]
+    fn an_att_layer_of_another_media_type_is_signature_invalid() {
+        let key = SigningKey::generate();
+        let mut ev = signed_att(&key, &statement(&candidate(), SLSA));
+        ev.media_type = "application/json".into();
+        let r = rejected(ev, &signers(&[("k", &key)]));
+        assert_eq!(r.reason, ReasonCode::SignatureInvalid);
+        assert!(r.message.contains("media type is `application/json`"), "{}", r.message);
+    }
+
+    #[test]
+    fn keyless_evidence_is_not_accepted_in_this_form() {
+        let signer = SigningKey::generate(); // stands in for the Fulcio certificate's key
+        let configured = SigningKey::generate();
+        let env = Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, &statement(&candidate(), SLSA), &signer).to_json();
+        let r = rejected(
+            att(env, &[(ANNOTATION_CERTIFICATE, CERT)]),
+            &signers(&[("release-key", &configured)]),
+        );
+        assert_eq!(r.reason, ReasonCode::SignatureInvalid);
+        assert!(
+            r.message.contains("keyless verification is not supported yet"),
+            "{}",
+            r.message
+        );
+        assert_eq!(r.kind, Some(MaterialKind::SlsaProvenance));
+
+        let payload = simple_signing(&candidate());
+        let signature = dsse::encode_b64(&signer.sign(&payload));
+        let r = rejected(
+            sig(payload, &signature, &[(ANNOTATION_CERTIFICATE, CERT)]),
+            &BTreeMap::new(),
+        );
+        assert!(
+            r.message.contains("keyless verification is not supported yet"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn a_configured_key_still_verifies_evidence_that_also_carries_a_certificate() {
+        let key = SigningKey::generate();
+        let env = Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, &statement(&candidate(), SLSA), &key).to_json();
+        let m = accepted(att(env, &[(ANNOTATION_CERTIFICATE, CERT)]), &signers(&[("k", &key)]));
+        assert_eq!(m.signer.method, "key");
+    }
+
+    #[test]
+    fn accepts_a_twice_base64_encoded_signature_as_chainloop_wrote_them() {
+        let key = SigningKey::generate();
+        let mut env = Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, &statement(&candidate(), SLSA), &key);
+        env.signatures[0].sig = dsse::encode_b64(env.signatures[0].sig.as_bytes());
+        accepted(att(env.to_json(), &[]), &signers(&[("k", &key)]));
+    }
+
+    #[test]
+    fn no_truncation_or_bit_flip_of_an_envelope_panics_or_changes_what_is_accepted() {
+        let key = SigningKey::generate();
+        let s = signers(&[("k", &key)]);
+        let payload = statement(&candidate(), SLSA);
+        let original: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        let full = Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, &payload, &key).to_json();
+        for len in 0..full.len() {
+            let v = verify(&[att(full[..len].to_vec(), &[])], &candidate(), &s);
+            assert!(v.materials.is_empty(), "a truncation to {len} bytes was accepted");
+        }
+        for i in 0..full.len() {
+            let mut bytes = full.clone();
+            bytes[i] ^= 0x01;
+            // A flip may leave valid JSON with the same meaning (a key's case, say): then it may verify,
+            // but only ever with the statement that was signed.
+            for m in verify(&[att(bytes, &[])], &candidate(), &s).materials {
+                assert_eq!(m.statement, original, "flip at {i} changed the accepted statement");
+            }
+        }
+    }
+
+    // ---- .sig ----
+
+    #[test]
+    fn accepts_a_simple_signing_signature_of_the_candidate() {
+        let key = SigningKey::generate();
+        let payload = simple_signing(&candidate());
+        let m = accepted(signed_sig(&key, payload.clone()), &signers(&[("release-key", &key)]));
+        assert_eq!(m.kind, MaterialKind::ImageSignature);
+        assert_eq!(m.predicate_type, SIMPLE_SIGNING_PREDICATE_TYPE);
+        assert_eq!(m.source, EvidenceSource::Sig);
+        assert_eq!(m.signer.signer, "release-key");
+        assert_eq!(
+            m.statement["critical"]["image"]["docker-manifest-digest"],
+            candidate().as_str()
+        );
+    }
+
+    #[test]
+    fn a_signature_of_another_image_is_subject_mismatch() {
+        let key = SigningKey::generate();
+        let r = rejected(
+            signed_sig(&key, simple_signing(&other_image())),
+            &signers(&[("k", &key)]),
+        );
+        assert_eq!(r.reason, ReasonCode::SubjectMismatch);
+        assert!(
+            r.message.contains(other_image().as_str()) && r.message.contains(candidate().as_str()),
+            "{}",
+            r.message
+        );
+        assert_eq!(r.kind, Some(MaterialKind::ImageSignature));
+        assert_eq!(r.predicate_type.as_deref(), Some(SIMPLE_SIGNING_PREDICATE_TYPE));
+    }
+
+    #[test]
+    fn simple_signing_failures_are_signature_invalid() {
+        let key = SigningKey::generate();
+        let stranger = SigningKey::generate();
+        let s = signers(&[("k", &key)]);
+        let good = simple_signing(&candidate());
+        let good_sig = dsse::encode_b64(&key.sign(&good));
+
+        let wrong_type = String::from_utf8(good.clone())
+            .unwrap()
+            .replace(COSIGN_SIGNATURE_TYPE, "Cosign Container Image Signature");
+        let mut reformatted: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        reformatted["optional"] = json!({});
+        let mut no_annotation = signed_sig(&key, good.clone());
+        no_annotation.annotations.clear();
+        let cases: Vec<(&str, RawEvidence, &str)> = vec![
+            (
+                "unknown key",
+                signed_sig(&stranger, good.clone()),
+                "signed by no configured key",
+            ),
+            (
+                "no annotation",
+                no_annotation,
+                "no `dev.cosignproject.cosign/signature` annotation",
+            ),
+            (
+                "empty annotation",
+                sig(good.clone(), "", &[]),
+                "no `dev.cosignproject.cosign/signature` annotation",
+            ),
+            ("bad base64", sig(good.clone(), "@@@", &[]), "not valid base64"),
+            (
+                "signature of other bytes",
+                sig(serde_json::to_vec(&reformatted).unwrap(), &good_sig, &[]),
+                "signed by no configured key",
+            ),
+            (
+                "case-changed type",
+                signed_sig(&key, wrong_type.into_bytes()),
+                "`critical.type` is `Cosign Container Image Signature`",
+            ),
+            (
+                "not JSON",
+                signed_sig(&key, b"hello".to_vec()),
+                "not a cosign simple-signing payload",
+            ),
+            (
+                "no digest",
+                signed_sig(
+                    &key,
+                    br#"{"critical":{"type":"cosign container image signature"}}"#.to_vec(),
+                ),
+                "docker-manifest-digest",
+            ),
+        ];
+        for (what, ev, expected) in cases {
+            let r = rejected(ev, &s);
+            assert_eq!(r.reason, ReasonCode::SignatureInvalid, "{what}");
+            assert!(r.message.contains(expected), "{what}: {}", r.message);
+            assert_eq!(r.kind, Some(MaterialKind::ImageSignature), "{what}");
+        }
+        let mut wrong_media = signed_sig(&key, good);
+        wrong_media.media_type = dsse::MEDIA_TYPE.into();
+        assert!(rejected(wrong_media, &s).message.contains("media type"));
+    }
+
+    // ---- bundles ----
+
+    #[test]
+    fn bundles_are_rejected_but_say_what_they_claim() {
+        let key = SigningKey::generate();
+        let s = signers(&[("k", &key)]);
+        let env = Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, &statement(&candidate(), SLSA), &key);
+        let bundle = json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {"publicKey": {"hint": "k"}},
+            "dsseEnvelope": env,
+        });
+        let ev = evidence(
+            EvidenceSource::Bundle,
+            "application/vnd.dev.sigstore.bundle.v0.3+json",
+            serde_json::to_vec(&bundle).unwrap(),
+            &[],
+        );
+        let r = rejected(ev, &s);
+        assert_eq!(r.reason, ReasonCode::SignatureInvalid);
+        assert!(
+            r.message.contains("bundle verification is not supported yet"),
+            "{}",
+            r.message
+        );
+        assert_eq!(
+            (r.predicate_type.as_deref(), r.kind),
+            (Some(SLSA), Some(MaterialKind::SlsaProvenance))
+        );
+
+        let annotated = evidence(
+            EvidenceSource::Bundle,
+            "application/vnd.dev.sigstore.bundle.v0.3+json",
+            b"not json".to_vec(),
+            &[(ANNOTATION_BUNDLE_PREDICATE_TYPE, "https://cyclonedx.org/bom")],
+        );
+        assert_eq!(kind_hint(&annotated), Some(MaterialKind::SbomCyclonedxJson));
+        let opaque = evidence(EvidenceSource::Bundle, "application/json", b"{}".to_vec(), &[]);
+        let r = rejected(opaque, &s);
+        assert_eq!((r.predicate_type, r.kind), (None, None));
+    }
+
+    #[test]
+    fn hints_prefer_the_annotation_and_fall_back_to_the_unverified_payload() {
+        let key = SigningKey::generate();
+        let plain = signed_att(&key, &statement(&candidate(), SLSA));
+        assert_eq!(predicate_hint(&plain).as_deref(), Some(SLSA));
+        let mut annotated = plain.clone();
+        annotated
+            .annotations
+            .insert(ANNOTATION_PREDICATE_TYPE.into(), "https://spdx.dev/Document".into());
+        assert_eq!(kind_hint(&annotated), Some(MaterialKind::SbomSpdxJson));
+        assert_eq!(predicate_hint(&att(b"garbage".to_vec(), &[])), None);
+        assert_eq!(
+            kind_hint(&sig(b"x".to_vec(), "", &[])),
+            Some(MaterialKind::ImageSignature)
+        );
+    }
+
+    #[test]
+    fn every_evidence_gets_exactly_one_outcome_in_order() {
+        let key = SigningKey::generate();
+        let evidence = vec![
+            signed_att(&key, &statement(&candidate(), SLSA)),
+            att(b"{".to_vec(), &[]),
+            signed_sig(&key, simple_signing(&candidate())),
+            signed_sig(&key, simple_signing(&other_image())),
+        ];
+        let v = verify(&evidence, &candidate(), &signers(&[("k", &key)]));
+        assert_eq!(
+            v.materials.iter().map(|m| m.kind).collect::<Vec<_>>(),
+            [MaterialKind::SlsaProvenance, MaterialKind::ImageSignature]
+        );
+        assert_eq!(
+            v.rejections.iter().map(|r| r.reason).collect::<Vec<_>>(),
+            [ReasonCode::SignatureInvalid, ReasonCode::SubjectMismatch]
+        );
+    }
+
+    // ---- other key algorithms (fixtures made with openssl, see tests/fixtures/keys/README.md) ----
+
+    fn fixture_signer(pem: &str) -> BTreeMap<String, Signer> {
+        BTreeMap::from([("fixture".to_string(), key_signer(&PublicKey::from_pem(pem).unwrap()))])
+    }
+
+    #[test]
+    fn verifies_ed25519_p384_and_rsa_signed_envelopes() {
+        let subject = Digest::of(b"tollgate fixture image\n");
+        let ed25519 = include_str!("../../tests/fixtures/keys/ed25519.pub");
+        let p384 = include_str!("../../tests/fixtures/keys/p384.pub");
+        let rsa = include_str!("../../tests/fixtures/keys/rsa.pub");
+        let cases = [
+            (
+                "ed25519",
+                ed25519,
+                include_bytes!("../../tests/fixtures/keys/ed25519.dsse.json").as_slice(),
+            ),
+            (
+                "ecdsa-p384",
+                p384,
+                include_bytes!("../../tests/fixtures/keys/p384.dsse.json").as_slice(),
+            ),
+            (
+                "rsa",
+                rsa,
+                include_bytes!("../../tests/fixtures/keys/rsa-pkcs1.dsse.json").as_slice(),
+            ),
+            (
+                "rsa",
+                rsa,
+                include_bytes!("../../tests/fixtures/keys/rsa-pss.dsse.json").as_slice(),
+            ),
+        ];
+        for (algorithm, pem, envelope) in cases {
+            assert_eq!(PublicKey::from_pem(pem).unwrap().algorithm(), algorithm);
+            let v = verify(&[att(envelope.to_vec(), &[])], &subject, &fixture_signer(pem));
+            assert!(v.rejections.is_empty(), "{algorithm}: {:?}", v.rejections);
+            assert_eq!(v.materials[0].predicate_type, "https://example.com/fixture/v1");
+            // The same envelope with another algorithm's key does not verify.
+            let wrong = if pem == ed25519 { p384 } else { ed25519 };
+            let r = verify(&[att(envelope.to_vec(), &[])], &subject, &fixture_signer(wrong));
+            assert_eq!(r.rejections[0].reason, ReasonCode::SignatureInvalid, "{algorithm}");
+        }
+    }
+}
