@@ -2,8 +2,10 @@
 //! before anything binds a port or fetches. Every error names file, line, column and key path.
 
 mod load;
+mod schema;
+mod yaml;
 
-pub use load::{load, parse, ConfigError};
+pub use load::{load, parse, ConfigError, Diagnostic};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
