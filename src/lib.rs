@@ -12,13 +12,17 @@
 //! - [`git`]: local mirrors, commits, notes, compare-and-swap pushes.
 //! - [`dsse`]: DSSE envelopes and in-toto statements.
 //! - [`daemon`]: the long-running loop and `check`, both over [`pipeline`].
+//! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`attest`], [`explain`], [`demo`]: the other commands.
 //! - [`reason`], [`image`], [`keys`]: shared vocabulary.
 #![forbid(unsafe_code)]
 
+pub mod attest;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod dsse;
+pub mod explain;
 pub mod gate;
 pub mod git;
 pub mod image;
@@ -27,4 +31,5 @@ pub mod manifest;
 pub mod oci;
 pub mod pipeline;
 pub mod reason;
+pub mod server;
 pub mod telemetry;
