@@ -18,16 +18,15 @@ pub async fn attest(
     image: &str,
 ) -> anyhow::Result<String> {
     let image = ImageRef::parse(image)?;
-    let digest = image
-        .digest
-        .clone()
-        .with_context(|| format!("{image} has no digest: attest IMAGE@sha256:… so the statement names exactly one image"))?;
+    let digest = image.digest.clone().with_context(|| {
+        format!("{image} has no digest: attest IMAGE@sha256:… so the statement names exactly one image")
+    })?;
     let key_pem = std::fs::read_to_string(key).with_context(|| format!("reading key {}", key.display()))?;
     let key = SigningKey::from_pem(&key_pem)?;
     let predicate_text =
         std::fs::read_to_string(predicate).with_context(|| format!("reading predicate {}", predicate.display()))?;
-    let predicate_json: serde_json::Value = serde_json::from_str(&predicate_text)
-        .with_context(|| format!("{} is not JSON", predicate.display()))?;
+    let predicate_json: serde_json::Value =
+        serde_json::from_str(&predicate_text).with_context(|| format!("{} is not JSON", predicate.display()))?;
     let statement = Statement::new(&image.name, &digest, predicate_type, predicate_json);
     let payload = serde_json::to_vec(&statement)?;
     let envelope = Envelope::sign(INTOTO_PAYLOAD_TYPE, &payload, &key);
@@ -39,5 +38,10 @@ pub async fn attest(
         .for_image(&image)
         .attach_attestation(&image, &digest, &envelope.to_json(), predicate_type)
         .await?;
-    Ok(format!("attached {predicate_type} attestation to {}@{} ({})", image.name, digest, digest.cosign_tag("att")))
+    Ok(format!(
+        "attached {predicate_type} attestation to {}@{} ({})",
+        image.name,
+        digest,
+        digest.cosign_tag("att")
+    ))
 }

@@ -53,7 +53,9 @@ async fn with_mirror<T: Send + 'static>(
 ) -> Result<T, DaemonError> {
     let m = mirror.clone();
     tokio::task::spawn_blocking(move || {
-        let guard = m.lock().map_err(|_| DaemonError::Join("a git mirror lock was poisoned".into()))?;
+        let guard = m
+            .lock()
+            .map_err(|_| DaemonError::Join("a git mirror lock was poisoned".into()))?;
         f(&guard)
     })
     .await
@@ -61,7 +63,10 @@ async fn with_mirror<T: Send + 'static>(
 }
 
 fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl Daemon {
@@ -71,10 +76,18 @@ impl Daemon {
         let mut mirrors = BTreeMap::new();
         let mut ready = BTreeMap::new();
         for (name, repo) in &config.repositories {
-            mirrors.insert(name.clone(), Arc::new(Mutex::new(Mirror::open(&config.state_dir, repo)?)));
+            mirrors.insert(
+                name.clone(),
+                Arc::new(Mutex::new(Mirror::open(&config.state_dir, repo)?)),
+            );
             ready.insert(name.clone(), AtomicBool::new(false));
         }
-        Ok(Daemon { gate, mirrors, ready, detect: DetectOptions::default() })
+        Ok(Daemon {
+            gate,
+            mirrors,
+            ready,
+            detect: DetectOptions::default(),
+        })
     }
 
     fn config(&self) -> &Config {
@@ -87,7 +100,9 @@ impl Daemon {
     }
 
     fn mirror(&self, repo: &str) -> Result<&Arc<Mutex<Mirror>>, DaemonError> {
-        self.mirrors.get(repo).ok_or_else(|| DaemonError::Join(format!("no mirror for repository `{repo}`")))
+        self.mirrors
+            .get(repo)
+            .ok_or_else(|| DaemonError::Join(format!("no mirror for repository `{repo}`")))
     }
 
     /// Fetches one repository.
@@ -125,7 +140,9 @@ impl Daemon {
     /// Processes the upstream commits of `target` not yet processed, oldest first.
     pub async fn process(&self, target: &Environment) -> Result<PassReport, DaemonError> {
         let config = self.config();
-        let Some(up_name) = target.promote_from.clone() else { return Ok(PassReport::default()) };
+        let Some(up_name) = target.promote_from.clone() else {
+            return Ok(PassReport::default());
+        };
         let up = config.environments.get(&up_name).cloned().ok_or_else(|| {
             DaemonError::Pipeline(crate::pipeline::PipelineError::UnknownEnvironment(up_name.clone()))
         })?;
@@ -136,7 +153,9 @@ impl Daemon {
             let name = marker_name.clone();
             with_mirror(&up_mirror, move |m| Ok((m.head()?, m.state_ref(&name)?))).await?
         };
-        let Some(head) = head else { return Ok(PassReport::default()) };
+        let Some(head) = head else {
+            return Ok(PassReport::default());
+        };
         let Some(marker) = marker else {
             // First start for this environment: what is upstream now is the baseline, not a flood of
             // candidates. Later commits are candidates.
@@ -169,7 +188,9 @@ impl Daemon {
                 tracing::info!(reason = %reason, "processed marker moved by someone else; yielding");
                 break;
             }
-            self.gate.metrics.set_pending(&target.name, (commits.len() - i - 1) as i64);
+            self.gate
+                .metrics
+                .set_pending(&target.name, (commits.len() - i - 1) as i64);
         }
         Ok(report)
     }
@@ -230,8 +251,15 @@ impl Daemon {
                 }
             }
             drop(_enter);
-            let source = Source { environment: up.name.clone(), commit: commit.to_string() };
-            let eval = self.gate.evaluate(&target.name, &bump.after, Some(source)).instrument(span.clone()).await?;
+            let source = Source {
+                environment: up.name.clone(),
+                commit: commit.to_string(),
+            };
+            let eval = self
+                .gate
+                .evaluate(&target.name, &bump.after, Some(source))
+                .instrument(span.clone())
+                .await?;
             let pinned = eval.candidate.pinned();
             let policy_key = format!("{policy_name}@{policy_digest}");
             match eval.decision.kind {
@@ -269,7 +297,13 @@ impl Daemon {
                     let author = self.config().repositories.get(&up.repository).map(|r| r.author.clone());
                     let outcome = with_mirror(&up_mirror, move |m| {
                         let author = author.ok_or_else(|| DaemonError::Join("upstream repository vanished".into()))?;
-                        Ok(record::note_block(m, commit, &message, &author, (&env_name, &pinned, &policy_key))?)
+                        Ok(record::note_block(
+                            m,
+                            commit,
+                            &message,
+                            &author,
+                            (&env_name, &pinned, &policy_key),
+                        )?)
                     })
                     .await?;
                     match outcome {
@@ -288,7 +322,9 @@ impl Daemon {
             self.gate
                 .metrics
                 .detection_to_decision
-                .get_or_create(&crate::telemetry::EnvLabel { environment: target.name.clone() })
+                .get_or_create(&crate::telemetry::EnvLabel {
+                    environment: target.name.clone(),
+                })
                 .observe(detected.elapsed().as_secs_f64());
         }
         Ok(false)
@@ -329,7 +365,9 @@ impl Daemon {
 /// Tells systemd (`Type=notify`) the service state, e.g. `READY=1` or `STOPPING=1`. A no-op
 /// outside systemd. Failures are logged, never fatal: the daemon works the same without it.
 pub fn sd_notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     let result = (|| -> std::io::Result<()> {
         let socket = std::os::unix::net::UnixDatagram::unbound()?;
         let path = path.to_string_lossy();

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::gate::evidence::EvidenceStore as _;
 use crate::dsse::{Envelope, Statement, INTOTO_PAYLOAD_TYPE};
+use crate::gate::evidence::EvidenceStore as _;
 use crate::image::{Digest, ImageRef};
 use crate::keys::SigningKey;
 use crate::oci::LayoutStore;
@@ -61,7 +61,12 @@ fn kustomization(env: &str, images: &[(&str, &str, &Digest)]) -> String {
 const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\nspec:\n  template:\n    spec:\n      containers:\n        - name: payments\n          image: registry.demo/acme/payments-api\n        - name: checkout\n          image: registry.demo/acme/checkout\n";
 
 /// Returns the tree `base` with the blob at `path` (components) replaced or added.
-fn put(repo: &git2::Repository, base: Option<git2::Tree<'_>>, path: &[&str], blob: git2::Oid) -> Result<git2::Oid, git2::Error> {
+fn put(
+    repo: &git2::Repository,
+    base: Option<git2::Tree<'_>>,
+    path: &[&str],
+    blob: git2::Oid,
+) -> Result<git2::Oid, git2::Error> {
     let mut builder = repo.treebuilder(base.as_ref())?;
     match path {
         [file] => {
@@ -84,7 +89,10 @@ fn put(repo: &git2::Repository, base: Option<git2::Tree<'_>>, path: &[&str], blo
 /// Writes `files` on top of `refs/heads/main` in a bare repository and moves the branch to it,
 /// as a push from Flux image automation would.
 fn commit(repo: &git2::Repository, files: &[(&str, &str)], message: &str) -> anyhow::Result<git2::Oid> {
-    let parent = repo.find_reference("refs/heads/main").ok().and_then(|r| r.peel_to_commit().ok());
+    let parent = repo
+        .find_reference("refs/heads/main")
+        .ok()
+        .and_then(|r| r.peel_to_commit().ok());
     let mut tree = parent.as_ref().map(|p| p.tree()).transpose()?;
     for (path, text) in files {
         let blob = repo.blob(text.as_bytes())?;
@@ -108,7 +116,9 @@ async fn attest(
 ) -> anyhow::Result<()> {
     let statement = Statement::new(&image.name, digest, predicate_type, predicate);
     let envelope = Envelope::sign(INTOTO_PAYLOAD_TYPE, &serde_json::to_vec(&statement)?, key);
-    store.attach_attestation(image, digest, &envelope.to_json(), predicate_type).await?;
+    store
+        .attach_attestation(image, digest, &envelope.to_json(), predicate_type)
+        .await?;
     Ok(())
 }
 
@@ -123,7 +133,9 @@ async fn sign(store: &LayoutStore, key: &SigningKey, image: &ImageRef, digest: &
     });
     let bytes = serde_json::to_vec(&payload)?;
     let sig = crate::dsse::encode_b64(&key.sign(&bytes));
-    store.attach_signature(image, digest, &bytes, &sig, &std::collections::BTreeMap::new()).await?;
+    store
+        .attach_signature(image, digest, &bytes, &sig, &std::collections::BTreeMap::new())
+        .await?;
     Ok(())
 }
 
@@ -173,7 +185,12 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let payments = ImageRef::parse(&format!("{REGISTRY}/acme/payments-api"))?;
     let checkout = ImageRef::parse(&format!("{REGISTRY}/acme/checkout"))?;
     let mut digests = Vec::new();
-    for (image, tag) in [(&payments, "1.4.1"), (&payments, "1.4.2"), (&checkout, "1.9.0"), (&checkout, "2.0.0")] {
+    for (image, tag) in [
+        (&payments, "1.4.1"),
+        (&payments, "1.4.2"),
+        (&checkout, "1.9.0"),
+        (&checkout, "2.0.0"),
+    ] {
         let content = format!("{} {}\n", image.name, tag);
         let d = store.create_image(&image.repository(), tag, &[("app/VERSION", content.as_bytes())])?;
         digests.push(d);
@@ -181,10 +198,34 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let (pay_old, pay_new, co_old, co_new) = (&digests[0], &digests[1], &digests[2], &digests[3]);
     // payments-api 1.4.2: signed, with provenance and an SBOM. checkout 2.0.0: no SBOM.
     sign(&store, &key, &payments, pay_new).await?;
-    attest(&store, &key, &payments, pay_new, "https://slsa.dev/provenance/v1", provenance("payments-api")).await?;
-    attest(&store, &key, &payments, pay_new, "https://cyclonedx.org/bom", sbom("payments-api")).await?;
+    attest(
+        &store,
+        &key,
+        &payments,
+        pay_new,
+        "https://slsa.dev/provenance/v1",
+        provenance("payments-api"),
+    )
+    .await?;
+    attest(
+        &store,
+        &key,
+        &payments,
+        pay_new,
+        "https://cyclonedx.org/bom",
+        sbom("payments-api"),
+    )
+    .await?;
     sign(&store, &key, &checkout, co_new).await?;
-    attest(&store, &key, &checkout, co_new, "https://slsa.dev/provenance/v1", provenance("checkout")).await?;
+    attest(
+        &store,
+        &key,
+        &checkout,
+        co_new,
+        "https://slsa.dev/provenance/v1",
+        provenance("checkout"),
+    )
+    .await?;
     println!("evidence store: payments-api:1.4.2 signed + SLSA provenance + CycloneDX SBOM; checkout:2.0.0 signed + SLSA provenance, no SBOM");
 
     // The environment repository, as Argo CD / Flux would deploy it.
@@ -193,9 +234,21 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     commit(
         &repo,
         &[
-            ("clusters/staging/kustomization.yaml", &kustomization("staging", &[("payments-api", "1.4.1", pay_old), ("checkout", "1.9.0", co_old)])),
+            (
+                "clusters/staging/kustomization.yaml",
+                &kustomization(
+                    "staging",
+                    &[("payments-api", "1.4.1", pay_old), ("checkout", "1.9.0", co_old)],
+                ),
+            ),
             ("clusters/staging/deployment.yaml", DEPLOYMENT),
-            ("clusters/prod/kustomization.yaml", &kustomization("prod", &[("payments-api", "1.4.1", pay_old), ("checkout", "1.9.0", co_old)])),
+            (
+                "clusters/prod/kustomization.yaml",
+                &kustomization(
+                    "prod",
+                    &[("payments-api", "1.4.1", pay_old), ("checkout", "1.9.0", co_old)],
+                ),
+            ),
             ("clusters/prod/deployment.yaml", DEPLOYMENT),
         ],
         "initial environments",
@@ -210,35 +263,71 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         metrics: Arc::new(crate::telemetry::Metrics::new()),
     });
     let daemon = crate::daemon::Daemon::open(gate.clone())?;
-    report("first pass (takes the current staging head as its baseline)", daemon.pass().await)?;
+    report(
+        "first pass (takes the current staging head as its baseline)",
+        daemon.pass().await,
+    )?;
 
     // Image automation bumps staging, one commit per image.
     let bump_pay = commit(
         &repo,
-        &[("clusters/staging/kustomization.yaml", &kustomization("staging", &[("payments-api", "1.4.2", pay_new), ("checkout", "1.9.0", co_old)]))],
+        &[(
+            "clusters/staging/kustomization.yaml",
+            &kustomization(
+                "staging",
+                &[("payments-api", "1.4.2", pay_new), ("checkout", "1.9.0", co_old)],
+            ),
+        )],
         "chore(staging): bump payments-api to 1.4.2",
     )?;
     let bump_co = commit(
         &repo,
-        &[("clusters/staging/kustomization.yaml", &kustomization("staging", &[("payments-api", "1.4.2", pay_new), ("checkout", "2.0.0", co_new)]))],
+        &[(
+            "clusters/staging/kustomization.yaml",
+            &kustomization(
+                "staging",
+                &[("payments-api", "1.4.2", pay_new), ("checkout", "2.0.0", co_new)],
+            ),
+        )],
         "chore(staging): bump checkout to 2.0.0",
     )?;
-    println!("pushed to staging: {} (payments-api 1.4.2), {} (checkout 2.0.0)", &bump_pay.to_string()[..7], &bump_co.to_string()[..7]);
+    println!(
+        "pushed to staging: {} (payments-api 1.4.2), {} (checkout 2.0.0)",
+        &bump_pay.to_string()[..7],
+        &bump_co.to_string()[..7]
+    );
     report("second pass (evaluates both bumps for prod)", daemon.pass().await)?;
     // A restart changes nothing: git is the state.
     report("third pass (idempotent: nothing new to decide)", daemon.pass().await)?;
 
     let head = repo.find_reference("refs/heads/main")?.peel_to_commit()?;
     println!("\n== git log -1 main (the promotion commit in prod)\n");
-    println!("commit {}\nAuthor: {} <{}>\n", head.id(), head.author().name().unwrap_or(""), head.author().email().unwrap_or(""));
+    println!(
+        "commit {}\nAuthor: {} <{}>\n",
+        head.id(),
+        head.author().name().unwrap_or(""),
+        head.author().email().unwrap_or("")
+    );
     for line in head.message().unwrap_or("").lines() {
         println!("    {line}");
     }
-    println!("\n== git notes --ref=tollgate show {} (why checkout 2.0.0 was not promoted)\n", &bump_co.to_string()[..7]);
-    let note = repo.find_note(Some(crate::git::NOTES_REF), bump_co).context("the block note is missing")?;
+    println!(
+        "\n== git notes --ref=tollgate show {} (why checkout 2.0.0 was not promoted)\n",
+        &bump_co.to_string()[..7]
+    );
+    let note = repo
+        .find_note(Some(crate::git::NOTES_REF), bump_co)
+        .context("the block note is missing")?;
     println!("{}", note.message().unwrap_or(""));
-    let prod = repo.find_blob(head.tree()?.get_path(Path::new("clusters/prod/kustomization.yaml"))?.id())?;
-    println!("== clusters/prod/kustomization.yaml after the promotion\n\n{}", String::from_utf8_lossy(prod.content()));
+    let prod = repo.find_blob(
+        head.tree()?
+            .get_path(Path::new("clusters/prod/kustomization.yaml"))?
+            .id(),
+    )?;
+    println!(
+        "== clusters/prod/kustomization.yaml after the promotion\n\n{}",
+        String::from_utf8_lossy(prod.content())
+    );
     if dir.is_none() {
         println!("(the demo's files were in a temporary folder; pass --dir DIR to keep them)");
     }
@@ -252,7 +341,10 @@ fn report(
     println!("\n-- {title}");
     for (env, r) in reports {
         let r = r.with_context(|| format!("processing {env}"))?;
-        println!("   {env}: {} promoted, {} blocked, {} deferred, {} skipped", r.promoted, r.blocked, r.deferred, r.skipped);
+        println!(
+            "   {env}: {} promoted, {} blocked, {} deferred, {} skipped",
+            r.promoted, r.blocked, r.deferred, r.skipped
+        );
     }
     Ok(())
 }

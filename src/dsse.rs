@@ -78,7 +78,10 @@ impl Envelope {
         Envelope {
             payload: encode_b64(payload),
             payload_type: payload_type.to_string(),
-            signatures: vec![Signature { keyid: None, sig: encode_b64(&sig) }],
+            signatures: vec![Signature {
+                keyid: None,
+                sig: encode_b64(&sig),
+            }],
         }
     }
 
@@ -122,9 +125,11 @@ impl Statement {
 
     /// True if one of the subjects is `digest` (subjects match by digest only).
     pub fn has_subject(&self, digest: &Digest) -> bool {
-        self.subject
-            .iter()
-            .any(|s| s.digest.get("sha256").is_some_and(|h| h.eq_ignore_ascii_case(digest.hex())))
+        self.subject.iter().any(|s| {
+            s.digest
+                .get("sha256")
+                .is_some_and(|h| h.eq_ignore_ascii_case(digest.hex()))
+        })
     }
 }
 
@@ -134,7 +139,10 @@ mod tests {
 
     #[test]
     fn pae_matches_the_protocol_test_vector() {
-        assert_eq!(pae("http://example.com/HelloWorld", b"hello world"), b"DSSEv1 29 http://example.com/HelloWorld 11 hello world");
+        assert_eq!(
+            pae("http://example.com/HelloWorld", b"hello world"),
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+        );
     }
 
     #[test]
@@ -150,7 +158,12 @@ mod tests {
         let env = Envelope::sign(INTOTO_PAYLOAD_TYPE, b"{}", &key);
         let parsed = Envelope::parse(&env.to_json()).unwrap();
         let sig = decode_b64(&parsed.signatures[0].sig).unwrap();
-        assert!(key.public_key().verify(&pae(&parsed.payload_type, &parsed.payload_bytes().unwrap()), &sig));
-        assert_eq!(Envelope::parse(br#"{"payload":"","payloadType":"x","signatures":[]}"#), Err(DsseError::NoSignatures));
+        assert!(key
+            .public_key()
+            .verify(&pae(&parsed.payload_type, &parsed.payload_bytes().unwrap()), &sig));
+        assert_eq!(
+            Envelope::parse(br#"{"payload":"","payloadType":"x","signatures":[]}"#),
+            Err(DsseError::NoSignatures)
+        );
     }
 }

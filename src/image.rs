@@ -19,7 +19,9 @@ pub enum ImageRefError {
 
 impl Digest {
     pub fn parse(s: &str) -> Result<Self, ImageRefError> {
-        let hex = s.strip_prefix("sha256:").ok_or_else(|| ImageRefError::BadDigest { input: s.to_string() })?;
+        let hex = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| ImageRefError::BadDigest { input: s.to_string() })?;
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(ImageRefError::BadDigest { input: s.to_string() });
         }
@@ -93,7 +95,10 @@ pub struct ImageRef {
 
 impl ImageRef {
     pub fn parse(s: &str) -> Result<Self, ImageRefError> {
-        let bad = |why| ImageRefError::BadReference { input: s.to_string(), why };
+        let bad = |why| ImageRefError::BadReference {
+            input: s.to_string(),
+            why,
+        };
         if s.is_empty() {
             return Err(bad("it is empty"));
         }
@@ -115,13 +120,18 @@ impl ImageRef {
         if let Some(t) = &tag {
             let ok = !t.is_empty()
                 && t.len() <= 128
-                && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
                 && !t.starts_with(['.', '-']);
             if !ok {
                 return Err(bad("the tag is malformed"));
             }
         }
-        Ok(ImageRef { name: name.to_string(), tag, digest })
+        Ok(ImageRef {
+            name: name.to_string(),
+            tag,
+            digest,
+        })
     }
 
     /// The registry host (`docker.io` when the name has none, as Docker resolves it).
@@ -135,7 +145,9 @@ impl ImageRef {
     /// The repository path inside the registry (`acme/payments-api`; `library/nginx` for `nginx`).
     pub fn repository(&self) -> String {
         match self.name.split_once('/') {
-            Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => rest.to_string(),
+            Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+                rest.to_string()
+            }
             Some(_) => self.name.clone(),
             None => format!("library/{}", self.name),
         }
@@ -143,7 +155,10 @@ impl ImageRef {
 
     /// The same image pinned to a digest, keeping the tag for readers.
     pub fn with_digest(&self, digest: Digest) -> ImageRef {
-        ImageRef { digest: Some(digest), ..self.clone() }
+        ImageRef {
+            digest: Some(digest),
+            ..self.clone()
+        }
     }
 
     /// `name@digest`, the form tollgate promotes.
@@ -197,7 +212,10 @@ mod tests {
     #[test]
     fn docker_hub_short_names_resolve_like_docker() {
         let r = ImageRef::parse("nginx").unwrap();
-        assert_eq!((r.registry(), r.repository().as_str(), r.tag.as_deref()), ("docker.io", "library/nginx", None));
+        assert_eq!(
+            (r.registry(), r.repository().as_str(), r.tag.as_deref()),
+            ("docker.io", "library/nginx", None)
+        );
         let r = ImageRef::parse("acme/api:latest").unwrap();
         assert_eq!((r.registry(), r.repository().as_str()), ("docker.io", "acme/api"));
         let r = ImageRef::parse("localhost:5000/api").unwrap();
@@ -217,6 +235,9 @@ mod tests {
         let d = Digest::parse(D).unwrap();
         assert_eq!(d.cosign_tag("att"), format!("sha256-{}.att", d.hex()));
         assert_eq!(d.short(), "sha256:3f9a1c…e2");
-        assert_eq!(Digest::of(b"").hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            Digest::of(b"").hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 }

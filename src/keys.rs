@@ -51,7 +51,9 @@ impl PublicKey {
         // Tell a broken PEM apart from a well-formed key of an algorithm we do not support.
         match pem_body(pem) {
             Some(der) if spki::SubjectPublicKeyInfoRef::try_from(der.as_slice()).is_ok() => Err(KeyError::Unsupported),
-            _ => Err(KeyError::NotPem("the PEM block does not hold a SubjectPublicKeyInfo".into())),
+            _ => Err(KeyError::NotPem(
+                "the PEM block does not hold a SubjectPublicKeyInfo".into(),
+            )),
         }
     }
 
@@ -95,11 +97,19 @@ impl PublicKey {
             PublicKey::Rsa(k) => {
                 use rsa::signature::Verifier;
                 let pkcs1 = rsa::pkcs1v15::Signature::try_from(sig)
-                    .map(|s| rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(k.clone()).verify(msg, &s).is_ok())
+                    .map(|s| {
+                        rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(k.clone())
+                            .verify(msg, &s)
+                            .is_ok()
+                    })
                     .unwrap_or(false);
                 pkcs1
                     || rsa::pss::Signature::try_from(sig)
-                        .map(|s| rsa::pss::VerifyingKey::<sha2::Sha256>::new(k.clone()).verify(msg, &s).is_ok())
+                        .map(|s| {
+                            rsa::pss::VerifyingKey::<sha2::Sha256>::new(k.clone())
+                                .verify(msg, &s)
+                                .is_ok()
+                        })
                         .unwrap_or(false)
             }
         }
@@ -129,7 +139,10 @@ impl SigningKey {
 
     pub fn to_pem(&self) -> String {
         use p256::pkcs8::{EncodePrivateKey, LineEnding};
-        self.0.to_pkcs8_pem(LineEnding::LF).map(|s| s.to_string()).unwrap_or_default()
+        self.0
+            .to_pkcs8_pem(LineEnding::LF)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
     }
 
     pub fn public_pem(&self) -> String {

@@ -12,7 +12,11 @@ use tollgate::gate::DecisionKind;
 use tollgate::telemetry::{LogFormat, Metrics};
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "A GitOps promotion gate: promotes image bumps only on verified evidence")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "A GitOps promotion gate: promotes image bumps only on verified evidence"
+)]
 struct Cli {
     /// Log format on stderr (`RUST_LOG` sets the level).
     #[arg(long, value_enum, default_value = "text", global = true)]
@@ -110,7 +114,11 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<tollgate::config::Confi
 
 fn gate(config: tollgate::config::Config) -> anyhow::Result<Arc<tollgate::pipeline::Gate>> {
     let stores = tollgate::oci::Stores::from_config(&config).context("setting up registries")?;
-    Ok(Arc::new(tollgate::pipeline::Gate { config: Arc::new(config), stores, metrics: Arc::new(Metrics::new()) }))
+    Ok(Arc::new(tollgate::pipeline::Gate {
+        config: Arc::new(config),
+        stores,
+        metrics: Arc::new(Metrics::new()),
+    }))
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -131,7 +139,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Check { config, env, image, output } => {
+        Command::Check {
+            config,
+            env,
+            image,
+            output,
+        } => {
             let gate = gate(load_config(&config)?)?;
             let image = tollgate::image::ImageRef::parse(&image)?;
             let eval = gate.evaluate(&env, &image, None).await?;
@@ -182,7 +195,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Attest { key, predicate_type, predicate, config, image } => {
+        Command::Attest {
+            key,
+            predicate_type,
+            predicate,
+            config,
+            image,
+        } => {
             let config = config.as_deref().map(load_config).transpose()?;
             let summary = tollgate::attest::attest(&key, &predicate_type, &predicate, config.as_ref(), &image).await?;
             println!("{summary}");

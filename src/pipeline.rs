@@ -69,8 +69,11 @@ impl Gate {
             .and_then(|p| self.config.policies.get(p))
             .ok_or_else(|| PipelineError::NoPolicy(environment.to_string()))?;
         // Validation guarantees the contract exists; an absent one would be a bug, reported the same way.
-        let contract =
-            self.config.contracts.get(&policy.contract).ok_or_else(|| PipelineError::NoPolicy(environment.to_string()))?;
+        let contract = self
+            .config
+            .contracts
+            .get(&policy.contract)
+            .ok_or_else(|| PipelineError::NoPolicy(environment.to_string()))?;
         Ok((env, policy, contract))
     }
 
@@ -109,7 +112,13 @@ impl Gate {
         };
         let finish = |candidate: Candidate, decision: Decision, verified: Verified| {
             self.metrics.observe_evaluation(environment, started.elapsed());
-            Ok(Evaluation { candidate, decision, policy: policy.name.clone(), policy_digest: policy_digest.clone(), verified })
+            Ok(Evaluation {
+                candidate,
+                decision,
+                policy: policy.name.clone(),
+                policy_digest: policy_digest.clone(),
+                verified,
+            })
         };
 
         let fetched = async {

@@ -21,7 +21,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
 
 async fn metrics(State(d): State<Arc<Daemon>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         d.gate.metrics.encode(),
     )
 }
@@ -30,7 +33,10 @@ async fn readyz(State(d): State<Arc<Daemon>>) -> impl IntoResponse {
     if d.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first sync of every repository\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first sync of every repository\n",
+        )
     }
 }
 
@@ -42,7 +48,9 @@ pub async fn serve(daemon: Arc<Daemon>, shutdown: CancellationToken) -> std::io:
     tracing::info!(%addr, "listening");
     let app = router(daemon);
     tokio::spawn(async move {
-        let result = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "HTTP server failed");
         }

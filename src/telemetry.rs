@@ -20,7 +20,9 @@ pub enum LogFormat {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second initialisation (tests, demo inside a process) is harmless: keep the first.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -99,7 +101,8 @@ impl Metrics {
         let mut registry = Registry::default();
         let decisions = Family::<EnvDecision, Counter>::default();
         let rule_results = Family::<EnvReason, Counter>::default();
-        let evaluation_duration = Family::<EnvLabel, Histogram, fn() -> Histogram>::new_with_constructor(seconds_histogram);
+        let evaluation_duration =
+            Family::<EnvLabel, Histogram, fn() -> Histogram>::new_with_constructor(seconds_histogram);
         let detection_to_decision =
             Family::<EnvLabel, Histogram, fn() -> Histogram>::new_with_constructor(seconds_histogram);
         let repository_syncs = Family::<RepoResult, Counter>::default();
@@ -107,8 +110,16 @@ impl Metrics {
         let registry_requests = Family::<RegistryResult, Counter>::default();
         let candidates_pending = Family::<EnvLabel, Gauge>::default();
         let build_info = Family::<VersionLabel, Gauge>::default();
-        registry.register("tollgate_decisions", "Decisions by environment and outcome", decisions.clone());
-        registry.register("tollgate_rule_results", "Failed or warned rules by reason code", rule_results.clone());
+        registry.register(
+            "tollgate_decisions",
+            "Decisions by environment and outcome",
+            decisions.clone(),
+        );
+        registry.register(
+            "tollgate_rule_results",
+            "Failed or warned rules by reason code",
+            rule_results.clone(),
+        );
         registry.register_with_unit(
             "tollgate_evaluation_duration",
             "Time to fetch, verify and evaluate one candidate",
@@ -121,17 +132,37 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             detection_to_decision.clone(),
         );
-        registry.register("tollgate_repository_syncs", "Repository fetches by result", repository_syncs.clone());
+        registry.register(
+            "tollgate_repository_syncs",
+            "Repository fetches by result",
+            repository_syncs.clone(),
+        );
         registry.register_with_unit(
             "tollgate_repository_last_sync_timestamp",
             "Unix time of the last successful sync",
             prometheus_client::registry::Unit::Seconds,
             repository_last_sync.clone(),
         );
-        registry.register("tollgate_registry_requests", "Evidence fetches by registry and result", registry_requests.clone());
-        registry.register("tollgate_candidates_pending", "Candidates detected but not yet decided", candidates_pending.clone());
-        registry.register("tollgate_build_info", "The running tollgate version", build_info.clone());
-        build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
+        registry.register(
+            "tollgate_registry_requests",
+            "Evidence fetches by registry and result",
+            registry_requests.clone(),
+        );
+        registry.register(
+            "tollgate_candidates_pending",
+            "Candidates detected but not yet decided",
+            candidates_pending.clone(),
+        );
+        registry.register(
+            "tollgate_build_info",
+            "The running tollgate version",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
         Metrics {
             registry,
             decisions,
@@ -154,12 +185,19 @@ impl Metrics {
     }
 
     pub fn observe_evaluation(&self, environment: &str, took: Duration) {
-        self.evaluation_duration.get_or_create(&EnvLabel { environment: environment.to_string() }).observe(took.as_secs_f64());
+        self.evaluation_duration
+            .get_or_create(&EnvLabel {
+                environment: environment.to_string(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     pub fn record_decision(&self, environment: &str, decision: &crate::gate::decide::Decision) {
         self.decisions
-            .get_or_create(&EnvDecision { environment: environment.to_string(), decision: decision.kind.as_str().to_string() })
+            .get_or_create(&EnvDecision {
+                environment: environment.to_string(),
+                decision: decision.kind.as_str().to_string(),
+            })
             .inc();
         for r in &decision.results {
             let result = match r.outcome {
@@ -181,19 +219,37 @@ impl Metrics {
 
     pub fn record_sync(&self, repository: &str, ok: bool, now_unix: f64) {
         let result = if ok { "success" } else { "failure" };
-        self.repository_syncs.get_or_create(&RepoResult { repository: repository.to_string(), result: result.to_string() }).inc();
+        self.repository_syncs
+            .get_or_create(&RepoResult {
+                repository: repository.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
         if ok {
-            self.repository_last_sync.get_or_create(&RepoLabel { repository: repository.to_string() }).set(now_unix);
+            self.repository_last_sync
+                .get_or_create(&RepoLabel {
+                    repository: repository.to_string(),
+                })
+                .set(now_unix);
         }
     }
 
     /// `registry` must be a configured registry name or `other`.
     pub fn record_registry(&self, registry: &str, result: &str) {
-        self.registry_requests.get_or_create(&RegistryResult { registry: registry.to_string(), result: result.to_string() }).inc();
+        self.registry_requests
+            .get_or_create(&RegistryResult {
+                registry: registry.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     pub fn set_pending(&self, environment: &str, n: i64) {
-        self.candidates_pending.get_or_create(&EnvLabel { environment: environment.to_string() }).set(n);
+        self.candidates_pending
+            .get_or_create(&EnvLabel {
+                environment: environment.to_string(),
+            })
+            .set(n);
     }
 }
 
@@ -208,7 +264,11 @@ mod tests {
         m.record_registry("127.0.0.1:5000", "success");
         m.set_pending("prod", 2);
         m.observe_evaluation("prod", Duration::from_millis(5));
-        m.detection_to_decision.get_or_create(&EnvLabel { environment: "prod".into() }).observe(0.2);
+        m.detection_to_decision
+            .get_or_create(&EnvLabel {
+                environment: "prod".into(),
+            })
+            .observe(0.2);
         let d = crate::gate::decide::decide(crate::config::Mode::Enforce, vec![]);
         m.record_decision("prod", &d);
         let text = m.encode();

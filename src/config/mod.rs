@@ -73,9 +73,16 @@ pub struct Registry {
 pub enum RegistryAuth {
     #[default]
     Anonymous,
-    Basic { username: String, password_file: PathBuf },
-    Bearer { token_file: PathBuf },
-    DockerConfig { path: PathBuf },
+    Basic {
+        username: String,
+        password_file: PathBuf,
+    },
+    Bearer {
+        token_file: PathBuf,
+    },
+    DockerConfig {
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -194,7 +201,9 @@ pub struct Environment {
 pub enum WriteMode {
     Direct,
     /// Branch name template with `{env}` and `{image}`.
-    Branch { branch: String },
+    Branch {
+        branch: String,
+    },
 }
 
 impl Config {

@@ -43,7 +43,11 @@ pub fn decide(mode: Mode, mut results: Vec<RuleResult>) -> Decision {
             r.outcome = Outcome::Warn;
         }
     }
-    let kind = if results.iter().any(|r| r.outcome == Outcome::Fail) { DecisionKind::Block } else { DecisionKind::Allow };
+    let kind = if results.iter().any(|r| r.outcome == Outcome::Fail) {
+        DecisionKind::Block
+    } else {
+        DecisionKind::Allow
+    };
     Decision { kind, mode, results }
 }
 
@@ -67,7 +71,13 @@ pub fn block_unusable(mode: Mode, reason: ReasonCode, message: String) -> Decisi
     Decision {
         kind: DecisionKind::Block,
         mode,
-        results: vec![RuleResult { rule: "evidence".to_string(), outcome: Outcome::Fail, reason: Some(reason), message, evidence: vec![] }],
+        results: vec![RuleResult {
+            rule: "evidence".to_string(),
+            outcome: Outcome::Fail,
+            reason: Some(reason),
+            message,
+            evidence: vec![],
+        }],
     }
 }
 
@@ -76,19 +86,34 @@ mod tests {
     use super::*;
 
     fn result(outcome: Outcome, reason: Option<ReasonCode>) -> RuleResult {
-        RuleResult { rule: "r".into(), outcome, reason, message: String::new(), evidence: vec![] }
+        RuleResult {
+            rule: "r".into(),
+            outcome,
+            reason,
+            message: String::new(),
+            evidence: vec![],
+        }
     }
 
     #[test]
     fn enforce_blocks_on_any_failure() {
-        let d = decide(Mode::Enforce, vec![result(Outcome::Pass, None), result(Outcome::Fail, Some(ReasonCode::LatestTag))]);
+        let d = decide(
+            Mode::Enforce,
+            vec![
+                result(Outcome::Pass, None),
+                result(Outcome::Fail, Some(ReasonCode::LatestTag)),
+            ],
+        );
         assert_eq!(d.kind, DecisionKind::Block);
         assert_eq!(d.reasons(), vec![ReasonCode::LatestTag]);
     }
 
     #[test]
     fn warn_allows_and_keeps_the_reasons() {
-        let d = decide(Mode::Warn, vec![result(Outcome::Fail, Some(ReasonCode::MaterialMissing))]);
+        let d = decide(
+            Mode::Warn,
+            vec![result(Outcome::Fail, Some(ReasonCode::MaterialMissing))],
+        );
         assert_eq!(d.kind, DecisionKind::Allow);
         assert_eq!(d.count(Outcome::Warn), 1);
         assert_eq!(d.reasons(), vec![ReasonCode::MaterialMissing]);
@@ -96,13 +121,19 @@ mod tests {
 
     #[test]
     fn skipped_optional_material_does_not_block() {
-        let d = decide(Mode::Enforce, vec![result(Outcome::Skip, None), result(Outcome::Pass, None)]);
+        let d = decide(
+            Mode::Enforce,
+            vec![result(Outcome::Skip, None), result(Outcome::Pass, None)],
+        );
         assert_eq!(d.kind, DecisionKind::Allow);
     }
 
     #[test]
     fn defer_is_never_an_allow() {
         assert_eq!(defer(Mode::Warn, "down".into()).kind, DecisionKind::Defer);
-        assert_eq!(block_unusable(Mode::Warn, ReasonCode::EvidenceUnavailable, "big".into()).kind, DecisionKind::Block);
+        assert_eq!(
+            block_unusable(Mode::Warn, ReasonCode::EvidenceUnavailable, "big".into()).kind,
+            DecisionKind::Block
+        );
     }
 }

@@ -17,7 +17,11 @@ pub enum EvidenceError {
     /// The store answered with something that breaks the rules (digest mismatch, over a limit,
     /// malformed manifest): a reasoned block, never an allow.
     #[error("registry {registry} returned invalid content for {reference}: {detail}")]
-    Invalid { registry: String, reference: String, detail: String },
+    Invalid {
+        registry: String,
+        reference: String,
+        detail: String,
+    },
     /// Writing (attaching) failed.
     #[error("could not write to {registry}: {detail}")]
     Write { registry: String, detail: String },

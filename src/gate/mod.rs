@@ -71,10 +71,14 @@ impl MaterialKind {
             MaterialKind::SlsaProvenance => &["https://slsa.dev/provenance/v1", "https://slsa.dev/provenance/v0.2"],
             MaterialKind::SbomCyclonedxJson => &["https://cyclonedx.org/bom"],
             MaterialKind::SbomSpdxJson => &["https://spdx.dev/Document"],
-            MaterialKind::Sarif => &["https://sarifweb.azurewebsites.net/sarif", "https://docs.oasis-open.org/sarif/sarif/v2.1.0"],
-            MaterialKind::VulnerabilityReport => {
-                &["https://cosign.sigstore.dev/attestation/vuln/v1", "https://in-toto.io/attestation/vulns/v0.1"]
-            }
+            MaterialKind::Sarif => &[
+                "https://sarifweb.azurewebsites.net/sarif",
+                "https://docs.oasis-open.org/sarif/sarif/v2.1.0",
+            ],
+            MaterialKind::VulnerabilityReport => &[
+                "https://cosign.sigstore.dev/attestation/vuln/v1",
+                "https://in-toto.io/attestation/vulns/v0.1",
+            ],
             MaterialKind::Openvex => &["https://openvex.dev/ns"],
             MaterialKind::ChainloopAttestation => &["chainloop.dev/attestation/v0.2"],
             MaterialKind::Promotion => &[PROMOTION_PREDICATE_TYPE],

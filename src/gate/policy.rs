@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::config::{Contract, MaterialRequirement, Policy, Rules, Signer, SubjectMatch};
-use crate::image::Digest;
 use crate::gate::{Candidate, Material, MaterialKind, Outcome, Rejection, RuleResult, Verified};
+use crate::image::Digest;
 use crate::reason::ReasonCode;
 
 /// Evaluates every contract material and every configured rule. Results come in a stable order:
@@ -47,7 +47,11 @@ fn rank(reason: ReasonCode) -> u8 {
 fn material(req: &MaterialRequirement, verified: &Verified) -> RuleResult {
     let rule = format!("contract:{}", req.label());
     let candidates: Vec<&Material> = verified.materials.iter().filter(|m| material_matches(req, m)).collect();
-    let counted: Vec<&Material> = candidates.iter().copied().filter(|m| req.signers.contains(&m.signer.signer)).collect();
+    let counted: Vec<&Material> = candidates
+        .iter()
+        .copied()
+        .filter(|m| req.signers.contains(&m.signer.signer))
+        .collect();
     if !counted.is_empty() {
         let signers: Vec<&str> = counted.iter().map(|m| m.signer.signer.as_str()).collect();
         return RuleResult {
@@ -59,7 +63,11 @@ fn material(req: &MaterialRequirement, verified: &Verified) -> RuleResult {
         };
     }
     if let Some(m) = candidates.first() {
-        let reason = if m.signer.method == "keyless" { ReasonCode::IdentityMismatch } else { ReasonCode::SignatureInvalid };
+        let reason = if m.signer.method == "keyless" {
+            ReasonCode::IdentityMismatch
+        } else {
+            ReasonCode::SignatureInvalid
+        };
         return RuleResult {
             rule,
             outcome: Outcome::Fail,
@@ -73,7 +81,11 @@ fn material(req: &MaterialRequirement, verified: &Verified) -> RuleResult {
             evidence: vec![m.digest.clone()],
         };
     }
-    let mut rejected: Vec<&Rejection> = verified.rejections.iter().filter(|r| rejection_matches(req, r)).collect();
+    let mut rejected: Vec<&Rejection> = verified
+        .rejections
+        .iter()
+        .filter(|r| rejection_matches(req, r))
+        .collect();
     rejected.sort_by_key(|r| rank(r.reason));
     if let Some(r) = rejected.first() {
         return RuleResult {
@@ -93,8 +105,11 @@ fn material(req: &MaterialRequirement, verified: &Verified) -> RuleResult {
             evidence: vec![],
         };
     }
-    let reason =
-        if req.kind == MaterialKind::ImageSignature { ReasonCode::SignatureMissing } else { ReasonCode::MaterialMissing };
+    let reason = if req.kind == MaterialKind::ImageSignature {
+        ReasonCode::SignatureMissing
+    } else {
+        ReasonCode::MaterialMissing
+    };
     RuleResult {
         rule,
         outcome: Outcome::Fail,
@@ -105,11 +120,23 @@ fn material(req: &MaterialRequirement, verified: &Verified) -> RuleResult {
 }
 
 fn pass(rule: &str, message: String) -> RuleResult {
-    RuleResult { rule: rule.to_string(), outcome: Outcome::Pass, reason: None, message, evidence: vec![] }
+    RuleResult {
+        rule: rule.to_string(),
+        outcome: Outcome::Pass,
+        reason: None,
+        message,
+        evidence: vec![],
+    }
 }
 
 fn fail(rule: &str, reason: ReasonCode, message: String) -> RuleResult {
-    RuleResult { rule: rule.to_string(), outcome: Outcome::Fail, reason: Some(reason), message, evidence: vec![] }
+    RuleResult {
+        rule: rule.to_string(),
+        outcome: Outcome::Fail,
+        reason: Some(reason),
+        message,
+        evidence: vec![],
+    }
 }
 
 fn rules(rules: &Rules, candidate: &Candidate) -> Vec<RuleResult> {
@@ -117,36 +144,68 @@ fn rules(rules: &Rules, candidate: &Candidate) -> Vec<RuleResult> {
     let r = &candidate.upstream_ref;
     if rules.digest_pinned {
         out.push(match &r.digest {
-            Some(d) => pass("digest_pinned", format!("upstream reference is pinned to {}", d.short())),
+            Some(d) => pass(
+                "digest_pinned",
+                format!("upstream reference is pinned to {}", d.short()),
+            ),
             None => fail(
                 "digest_pinned",
                 ReasonCode::DigestNotPinned,
-                format!("upstream reference {r} carries no digest; pin it as {}", candidate.pinned()),
+                format!(
+                    "upstream reference {r} carries no digest; pin it as {}",
+                    candidate.pinned()
+                ),
             ),
         });
     }
     if rules.no_latest_tag {
         out.push(match (r.tag.as_deref(), &r.digest) {
-            (Some("latest"), _) => fail("no_latest_tag", ReasonCode::LatestTag, format!("{r} uses the `latest` tag")),
-            (None, None) => {
-                fail("no_latest_tag", ReasonCode::LatestTag, format!("{r} has neither tag nor digest, which means `latest`"))
-            }
+            (Some("latest"), _) => fail(
+                "no_latest_tag",
+                ReasonCode::LatestTag,
+                format!("{r} uses the `latest` tag"),
+            ),
+            (None, None) => fail(
+                "no_latest_tag",
+                ReasonCode::LatestTag,
+                format!("{r} has neither tag nor digest, which means `latest`"),
+            ),
             _ => pass("no_latest_tag", "the reference does not use `latest`".to_string()),
         });
     }
     // Rules that this version does not evaluate yet fail closed: a configured rule that is silently
     // skipped would be an allow nobody asked for.
     let pending: [(&str, bool, ReasonCode); 6] = [
-        ("max_vulnerabilities", rules.max_vulnerabilities.is_some(), ReasonCode::VulnerabilitiesOverThreshold),
-        ("sarif_max_errors", rules.sarif_max_errors.is_some(), ReasonCode::SarifErrors),
-        ("provenance", rules.provenance.is_some(), ReasonCode::ProvenanceSourceMismatch),
+        (
+            "max_vulnerabilities",
+            rules.max_vulnerabilities.is_some(),
+            ReasonCode::VulnerabilitiesOverThreshold,
+        ),
+        (
+            "sarif_max_errors",
+            rules.sarif_max_errors.is_some(),
+            ReasonCode::SarifErrors,
+        ),
+        (
+            "provenance",
+            rules.provenance.is_some(),
+            ReasonCode::ProvenanceSourceMismatch,
+        ),
         ("upstream", rules.upstream.is_some(), ReasonCode::UpstreamNotPromoted),
-        ("chainloop", rules.chainloop.as_ref().is_some_and(|c| c.require_not_blocked), ReasonCode::ChainloopBlocked),
+        (
+            "chainloop",
+            rules.chainloop.as_ref().is_some_and(|c| c.require_not_blocked),
+            ReasonCode::ChainloopBlocked,
+        ),
         ("rego", !rules.rego.is_empty(), ReasonCode::RegoViolation),
     ];
     for (name, configured, reason) in pending {
         if configured {
-            out.push(fail(name, reason, format!("rule `{name}` is not evaluated by this version of tollgate; failing closed")));
+            out.push(fail(
+                name,
+                reason,
+                format!("rule `{name}` is not evaluated by this version of tollgate; failing closed"),
+            ));
         }
     }
     out
@@ -227,7 +286,10 @@ mod tests {
         Material {
             kind: MaterialKind::for_predicate(predicate),
             predicate_type: predicate.to_string(),
-            signer: SignerMatch { signer: signer.to_string(), method: "key" },
+            signer: SignerMatch {
+                signer: signer.to_string(),
+                method: "key",
+            },
             source: EvidenceSource::Att,
             digest: digest(n),
             statement: serde_json::json!({}),
@@ -246,16 +308,28 @@ mod tests {
     }
 
     fn policy(rules: Rules) -> Policy {
-        Policy { name: "prod".into(), contract: "release".into(), mode: Mode::Enforce, rules, waivers: None }
+        Policy {
+            name: "prod".into(),
+            contract: "release".into(),
+            mode: Mode::Enforce,
+            rules,
+            waivers: None,
+        }
     }
 
     fn contract(materials: Vec<MaterialRequirement>) -> Contract {
-        Contract { name: "release".into(), materials }
+        Contract {
+            name: "release".into(),
+            materials,
+        }
     }
 
     #[test]
     fn passes_when_required_material_is_signed_by_an_accepted_signer() {
-        let v = Verified { materials: vec![material("https://cyclonedx.org/bom", "release-key", 1)], rejections: vec![] };
+        let v = Verified {
+            materials: vec![material("https://cyclonedx.org/bom", "release-key", 1)],
+            rejections: vec![],
+        };
         let out = evaluate(
             &policy(Rules::default()),
             &contract(vec![req(MaterialKind::SbomCyclonedxJson, &["release-key"])]),
@@ -268,14 +342,20 @@ mod tests {
 
     #[test]
     fn blocks_when_sbom_signed_by_a_signer_the_contract_does_not_accept() {
-        let v = Verified { materials: vec![material("https://cyclonedx.org/bom", "ci-key", 1)], rejections: vec![] };
+        let v = Verified {
+            materials: vec![material("https://cyclonedx.org/bom", "ci-key", 1)],
+            rejections: vec![],
+        };
         let out = evaluate(
             &policy(Rules::default()),
             &contract(vec![req(MaterialKind::SbomCyclonedxJson, &["release-key"])]),
             &candidate("r.io/a/b:1"),
             &v,
         );
-        assert_eq!((out[0].outcome, out[0].reason), (Outcome::Fail, Some(ReasonCode::SignatureInvalid)));
+        assert_eq!(
+            (out[0].outcome, out[0].reason),
+            (Outcome::Fail, Some(ReasonCode::SignatureInvalid))
+        );
     }
 
     #[test]
@@ -331,24 +411,49 @@ mod tests {
         let mut r = req(MaterialKind::Attestation, &["k"]);
         r.predicate_type = Some("https://example.com/load-test/v1".into());
         let c = contract(vec![r]);
-        let other = Verified { materials: vec![material("https://example.com/other/v1", "k", 1)], rejections: vec![] };
-        let own = Verified { materials: vec![material("https://example.com/load-test/v1", "k", 1)], rejections: vec![] };
+        let other = Verified {
+            materials: vec![material("https://example.com/other/v1", "k", 1)],
+            rejections: vec![],
+        };
+        let own = Verified {
+            materials: vec![material("https://example.com/load-test/v1", "k", 1)],
+            rejections: vec![],
+        };
         let p = policy(Rules::default());
-        assert_eq!(evaluate(&p, &c, &candidate("r.io/a/b:1"), &other)[0].reason, Some(ReasonCode::MaterialMissing));
-        assert_eq!(evaluate(&p, &c, &candidate("r.io/a/b:1"), &own)[0].outcome, Outcome::Pass);
+        assert_eq!(
+            evaluate(&p, &c, &candidate("r.io/a/b:1"), &other)[0].reason,
+            Some(ReasonCode::MaterialMissing)
+        );
+        assert_eq!(
+            evaluate(&p, &c, &candidate("r.io/a/b:1"), &own)[0].outcome,
+            Outcome::Pass
+        );
     }
 
     #[test]
     fn digest_pinned_and_no_latest_tag() {
-        let p = policy(Rules { digest_pinned: true, no_latest_tag: true, ..Rules::default() });
+        let p = policy(Rules {
+            digest_pinned: true,
+            no_latest_tag: true,
+            ..Rules::default()
+        });
         let c = contract(vec![]);
         let pinned = format!("r.io/a/b:1.2@{}", digest(1));
         let codes = |reference: &str| -> Vec<Option<ReasonCode>> {
-            evaluate(&p, &c, &candidate(reference), &Verified::default()).iter().map(|r| r.reason).collect()
+            evaluate(&p, &c, &candidate(reference), &Verified::default())
+                .iter()
+                .map(|r| r.reason)
+                .collect()
         };
         assert_eq!(codes(&pinned), vec![None, None]);
-        assert_eq!(codes("r.io/a/b:latest"), vec![Some(ReasonCode::DigestNotPinned), Some(ReasonCode::LatestTag)]);
-        assert_eq!(codes("r.io/a/b"), vec![Some(ReasonCode::DigestNotPinned), Some(ReasonCode::LatestTag)]);
+        assert_eq!(
+            codes("r.io/a/b:latest"),
+            vec![Some(ReasonCode::DigestNotPinned), Some(ReasonCode::LatestTag)]
+        );
+        assert_eq!(
+            codes("r.io/a/b"),
+            vec![Some(ReasonCode::DigestNotPinned), Some(ReasonCode::LatestTag)]
+        );
     }
 
     #[test]
@@ -356,7 +461,10 @@ mod tests {
         let c = contract(vec![req(MaterialKind::SbomCyclonedxJson, &["k"])]);
         let a = policy_digest(&policy(Rules::default()), &c, &BTreeMap::new());
         assert_eq!(a, policy_digest(&policy(Rules::default()), &c, &BTreeMap::new()));
-        let stricter = policy(Rules { digest_pinned: true, ..Rules::default() });
+        let stricter = policy(Rules {
+            digest_pinned: true,
+            ..Rules::default()
+        });
         assert_ne!(a, policy_digest(&stricter, &c, &BTreeMap::new()));
         let mut warn = policy(Rules::default());
         warn.mode = Mode::Warn;
@@ -365,8 +473,14 @@ mod tests {
 
     #[test]
     fn rules_not_yet_evaluated_fail_closed() {
-        let p = policy(Rules { sarif_max_errors: Some(0), ..Rules::default() });
+        let p = policy(Rules {
+            sarif_max_errors: Some(0),
+            ..Rules::default()
+        });
         let out = evaluate(&p, &contract(vec![]), &candidate("r.io/a/b:1"), &Verified::default());
-        assert_eq!((out[0].outcome, out[0].reason), (Outcome::Fail, Some(ReasonCode::SarifErrors)));
+        assert_eq!(
+            (out[0].outcome, out[0].reason),
+            (Outcome::Fail, Some(ReasonCode::SarifErrors))
+        );
     }
 }

@@ -46,8 +46,17 @@ impl Record<'_> {
             DecisionKind::Block => "block",
             DecisionKind::Defer => "defer",
         };
-        let from = c.source_environment.as_deref().map(|e| format!(" from {e}")).unwrap_or_default();
-        format!("{verb}({}): {} {}{from}", c.environment, c.upstream_ref.short_name(), c.digest.short())
+        let from = c
+            .source_environment
+            .as_deref()
+            .map(|e| format!(" from {e}"))
+            .unwrap_or_default();
+        format!(
+            "{verb}({}): {} {}{from}",
+            c.environment,
+            c.upstream_ref.short_name(),
+            c.digest.short()
+        )
     }
 
     /// The full message: subject, body, and the `Tollgate-*` trailers in the last paragraph.
@@ -61,14 +70,25 @@ impl Record<'_> {
             DecisionKind::Block => "Blocked",
             DecisionKind::Defer => "Deferred",
         };
-        let tag = c.upstream_ref.tag.as_deref().map(|t| format!(" (tag {})", one_line(t))).unwrap_or_default();
+        let tag = c
+            .upstream_ref
+            .tag
+            .as_deref()
+            .map(|t| format!(" (tag {})", one_line(t)))
+            .unwrap_or_default();
         let from = match (&c.source_environment, &c.source_commit) {
             (Some(e), Some(commit)) => format!(" from {e}@{}", &commit[..commit.len().min(7)]),
             (Some(e), None) => format!(" from {e}"),
             _ => String::new(),
         };
         let _ = writeln!(m, "{verb} {}{tag}{from}.", c.pinned());
-        let plural = |n: usize, word: &str| if n == 1 { format!("{n} {word}") } else { format!("{n} {word}s") };
+        let plural = |n: usize, word: &str| {
+            if n == 1 {
+                format!("{n} {word}")
+            } else {
+                format!("{n} {word}s")
+            }
+        };
         let _ = writeln!(
             m,
             "Policy {} ({}): {} passed, {} failed, {}.",
@@ -137,7 +157,10 @@ pub enum RecordError {
     #[error(transparent)]
     Git(#[from] crate::git::GitError),
     #[error("cannot rewrite {file}: {source}")]
-    Manifest { file: String, source: crate::manifest::ManifestError },
+    Manifest {
+        file: String,
+        source: crate::manifest::ManifestError,
+    },
     #[error("image {image} is not referenced under {path} in the target environment")]
     NotInTarget { image: String, path: String },
     #[error("the remote kept rejecting our push ({attempts} attempts, last: {reason}); will retry on the next pass")]
@@ -176,8 +199,9 @@ pub fn promote(
     let new = candidate.upstream_ref.with_digest(candidate.digest.clone());
     let mut last = String::new();
     for attempt in 1..=MAX_ATTEMPTS {
-        let head =
-            mirror.fetch()?.ok_or_else(|| RecordError::NoTargetBranch(repo.name.clone(), repo.branch.clone()))?;
+        let head = mirror
+            .fetch()?
+            .ok_or_else(|| RecordError::NoTargetBranch(repo.name.clone(), repo.branch.clone()))?;
         let files = mirror.files_under(head, &env.path)?;
         let mut changes = Vec::new();
         let mut seen = false;
@@ -186,20 +210,30 @@ pub fn promote(
             if !is_manifest_path(path) {
                 continue;
             }
-            let images = crate::manifest::find_images(path, text, detect)
-                .map_err(|source| RecordError::Manifest { file: path.clone(), source })?;
+            let images = crate::manifest::find_images(path, text, detect).map_err(|source| RecordError::Manifest {
+                file: path.clone(),
+                source,
+            })?;
             if !images.iter().any(|l| l.image.name == new.name) {
                 continue;
             }
             seen = true;
-            let (rewritten, n) = crate::manifest::rewrite_image(path, text, &new.name, &new, detect)
-                .map_err(|source| RecordError::Manifest { file: path.clone(), source })?;
+            let (rewritten, n) =
+                crate::manifest::rewrite_image(path, text, &new.name, &new, detect).map_err(|source| {
+                    RecordError::Manifest {
+                        file: path.clone(),
+                        source,
+                    }
+                })?;
             if n > 0 && rewritten != text {
                 changes.push((path.clone(), rewritten.into_bytes()));
             }
         }
         if !seen {
-            return Err(RecordError::NotInTarget { image: new.name.clone(), path: env.path.clone() });
+            return Err(RecordError::NotInTarget {
+                image: new.name.clone(),
+                path: env.path.clone(),
+            });
         }
         if changes.is_empty() {
             return Ok(Recorded::AlreadyRecorded);
@@ -213,7 +247,10 @@ pub fn promote(
             }
         }
     }
-    Err(RecordError::Contention { attempts: MAX_ATTEMPTS, reason: last })
+    Err(RecordError::Contention {
+        attempts: MAX_ATTEMPTS,
+        reason: last,
+    })
 }
 
 /// Appends a block decision to the note of the upstream commit under `refs/notes/tollgate`, unless
@@ -229,7 +266,10 @@ pub fn note_block(
     for attempt in 1..=MAX_ATTEMPTS {
         mirror.fetch()?;
         let existing = mirror.note(commit)?;
-        if existing.as_deref().is_some_and(|t| already_recorded(t, key.0, key.1, key.2)) {
+        if existing
+            .as_deref()
+            .is_some_and(|t| already_recorded(t, key.0, key.1, key.2))
+        {
             return Ok(Recorded::AlreadyRecorded);
         }
         let text = crate::git::append_decision(existing.as_deref(), message);
@@ -242,7 +282,10 @@ pub fn note_block(
             }
         }
     }
-    Err(RecordError::Contention { attempts: MAX_ATTEMPTS, reason: last })
+    Err(RecordError::Contention {
+        attempts: MAX_ATTEMPTS,
+        reason: last,
+    })
 }
 
 #[cfg(test)]
@@ -272,15 +315,30 @@ mod tests {
         Material {
             kind: MaterialKind::SbomCyclonedxJson,
             predicate_type: "https://cyclonedx.org/bom".into(),
-            signer: SignerMatch { signer: "release-key".into(), method: "key" },
+            signer: SignerMatch {
+                signer: "release-key".into(),
+                method: "key",
+            },
             source: EvidenceSource::Att,
             digest: digest(0xab),
             statement: serde_json::json!({}),
         }
     }
 
-    fn result(rule: &str, outcome: Outcome, reason: Option<ReasonCode>, message: &str, evidence: Vec<Digest>) -> RuleResult {
-        RuleResult { rule: rule.into(), outcome, reason, message: message.into(), evidence }
+    fn result(
+        rule: &str,
+        outcome: Outcome,
+        reason: Option<ReasonCode>,
+        message: &str,
+        evidence: Vec<Digest>,
+    ) -> RuleResult {
+        RuleResult {
+            rule: rule.into(),
+            outcome,
+            reason,
+            message: message.into(),
+            evidence,
+        }
     }
 
     #[test]
@@ -288,32 +346,81 @@ mod tests {
         let decision = decide(
             Mode::Warn,
             vec![
-                result("contract:SBOM_CYCLONEDX_JSON", Outcome::Pass, None, "ok", vec![digest(0xab)]),
-                result("contract:SLSA_PROVENANCE", Outcome::Fail, Some(ReasonCode::MaterialMissing), "no SLSA_PROVENANCE found for the image", vec![]),
+                result(
+                    "contract:SBOM_CYCLONEDX_JSON",
+                    Outcome::Pass,
+                    None,
+                    "ok",
+                    vec![digest(0xab)],
+                ),
+                result(
+                    "contract:SLSA_PROVENANCE",
+                    Outcome::Fail,
+                    Some(ReasonCode::MaterialMissing),
+                    "no SLSA_PROVENANCE found for the image",
+                    vec![],
+                ),
             ],
         );
         let materials = [sbom()];
         let pd = digest(0x77);
-        let record = Record { candidate: &candidate(), decision: &decision, policy_name: "prod", policy_digest: &pd, materials: &materials };
+        let record = Record {
+            candidate: &candidate(),
+            decision: &decision,
+            policy_name: "prod",
+            policy_digest: &pd,
+            materials: &materials,
+        };
         let message = record.message();
         insta::assert_snapshot!("allow_warn_message", message);
         let trailers = crate::git::trailers(&message);
-        let get = |k: &str| trailers.iter().filter(|(tk, _)| tk == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+        let get = |k: &str| {
+            trailers
+                .iter()
+                .filter(|(tk, _)| tk == k)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(get("Tollgate-Decision"), vec!["allow"]);
         assert_eq!(get("Tollgate-Reason"), vec!["material-missing"]);
-        assert_eq!(get("Tollgate-Evidence"), vec![format!("SBOM_CYCLONEDX_JSON {}", digest(0xab)).as_str()]);
-        assert!(already_recorded(&message, "prod", &candidate().pinned(), &format!("prod@{pd}")));
-        assert!(!already_recorded(&message, "prod", &candidate().pinned(), &format!("prod@{}", digest(1))));
+        assert_eq!(
+            get("Tollgate-Evidence"),
+            vec![format!("SBOM_CYCLONEDX_JSON {}", digest(0xab)).as_str()]
+        );
+        assert!(already_recorded(
+            &message,
+            "prod",
+            &candidate().pinned(),
+            &format!("prod@{pd}")
+        ));
+        assert!(!already_recorded(
+            &message,
+            "prod",
+            &candidate().pinned(),
+            &format!("prod@{}", digest(1))
+        ));
     }
 
     #[test]
     fn block_message_names_each_failure() {
         let decision = decide(
             Mode::Enforce,
-            vec![result("contract:IMAGE_SIGNATURE", Outcome::Fail, Some(ReasonCode::SignatureInvalid), "present but not accepted: signed by no configured key", vec![digest(2)])],
+            vec![result(
+                "contract:IMAGE_SIGNATURE",
+                Outcome::Fail,
+                Some(ReasonCode::SignatureInvalid),
+                "present but not accepted: signed by no configured key",
+                vec![digest(2)],
+            )],
         );
         let pd = digest(0x77);
-        let record = Record { candidate: &candidate(), decision: &decision, policy_name: "prod", policy_digest: &pd, materials: &[] };
+        let record = Record {
+            candidate: &candidate(),
+            decision: &decision,
+            policy_name: "prod",
+            policy_digest: &pd,
+            materials: &[],
+        };
         insta::assert_snapshot!("block_message", record.message());
     }
 
@@ -321,10 +428,29 @@ mod tests {
     fn a_newline_in_a_tag_cannot_forge_a_trailer() {
         let mut c = candidate();
         c.upstream_ref.tag = Some("1\nTollgate-Decision: allow".into());
-        let decision = decide(Mode::Enforce, vec![result("x", Outcome::Fail, Some(ReasonCode::LatestTag), "m\nTollgate-Decision: allow", vec![])]);
+        let decision = decide(
+            Mode::Enforce,
+            vec![result(
+                "x",
+                Outcome::Fail,
+                Some(ReasonCode::LatestTag),
+                "m\nTollgate-Decision: allow",
+                vec![],
+            )],
+        );
         let pd = digest(1);
-        let message = Record { candidate: &c, decision: &decision, policy_name: "prod", policy_digest: &pd, materials: &[] }.message();
-        let decisions: Vec<_> = crate::git::trailers(&message).into_iter().filter(|(k, _)| k == "Tollgate-Decision").collect();
+        let message = Record {
+            candidate: &c,
+            decision: &decision,
+            policy_name: "prod",
+            policy_digest: &pd,
+            materials: &[],
+        }
+        .message();
+        let decisions: Vec<_> = crate::git::trailers(&message)
+            .into_iter()
+            .filter(|(k, _)| k == "Tollgate-Decision")
+            .collect();
         assert_eq!(decisions, vec![("Tollgate-Decision".to_string(), "block".to_string())]);
     }
 }
