@@ -288,6 +288,12 @@ pub fn note_block(
     })
 }
 
+/// YAML files are the only ones that can hold image references.
+fn is_manifest_path(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.ends_with(".yaml") || name.ends_with(".yml") || name == "Kustomization"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,10 +459,4 @@ mod tests {
             .collect();
         assert_eq!(decisions, vec![("Tollgate-Decision".to_string(), "block".to_string())]);
     }
-}
-
-/// YAML files are the only ones that can hold image references.
-fn is_manifest_path(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    name.ends_with(".yaml") || name.ends_with(".yml") || name == "Kustomization"
 }
