@@ -10,6 +10,7 @@ pub mod detect;
 pub mod evidence;
 pub mod policy;
 pub mod record;
+pub mod rules;
 pub mod verify;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::{Contract, MaterialRequirement, Policy, Rules, Signer, SubjectMatch};
+use crate::gate::rules::{chainloop, provenance, sarif, vulns};
 use crate::gate::{Candidate, Material, MaterialKind, Outcome, Rejection, RuleResult, Verified};
 use crate::image::Digest;
 use crate::reason::ReasonCode;
@@ -12,8 +13,35 @@ use crate::reason::ReasonCode;
 /// contract materials as listed, then rules in SPEC order.
 pub fn evaluate(policy: &Policy, contract: &Contract, candidate: &Candidate, verified: &Verified) -> Vec<RuleResult> {
     let mut out: Vec<RuleResult> = contract.materials.iter().map(|req| material(req, verified)).collect();
-    out.extend(rules(&policy.rules, candidate));
+    out.extend(rules(&policy.rules, candidate, &rule_materials(contract, verified)));
     out
+}
+
+/// The verified materials the built-in rules may read.
+///
+/// The contract says whose signatures count for each kind, and that holds for the rules too: an SBOM
+/// signed by a key the contract does not accept for `SBOM_CYCLONEDX_JSON` neither satisfies the
+/// contract nor feeds `max_vulnerabilities`. For a kind the contract does not list, any configured
+/// signer counts (every configured signer is trusted for something, and a rule such as
+/// `sarif_max_errors` should not require listing `SARIF`), with one exception: OpenVEX only takes
+/// findings away, so it counts only when the contract lists `OPENVEX` (`optional: true` is enough)
+/// with the signers allowed to make that call. Otherwise any CI key that signs SBOMs could also sign
+/// away every critical vulnerability.
+fn rule_materials(contract: &Contract, verified: &Verified) -> Vec<Material> {
+    verified
+        .materials
+        .iter()
+        .filter(|m| {
+            let reqs: Vec<&MaterialRequirement> =
+                contract.materials.iter().filter(|r| material_matches(r, m)).collect();
+            if reqs.is_empty() {
+                !(m.kind == MaterialKind::Openvex || MaterialKind::Openvex.accepts_predicate(&m.predicate_type))
+            } else {
+                reqs.iter().any(|r| r.signers.contains(&m.signer.signer))
+            }
+        })
+        .cloned()
+        .collect()
 }
 
 fn satisfies(req: &MaterialRequirement, kind: Option<MaterialKind>, predicate_type: Option<&str>) -> bool {
@@ -139,7 +167,8 @@ fn fail(rule: &str, reason: ReasonCode, message: String) -> RuleResult {
     }
 }
 
-fn rules(rules: &Rules, candidate: &Candidate) -> Vec<RuleResult> {
+/// The configured rules in SPEC order, each over `materials` (see [`rule_materials`]).
+fn rules(rules: &Rules, candidate: &Candidate, materials: &[Material]) -> Vec<RuleResult> {
     let mut out = Vec::new();
     let r = &candidate.upstream_ref;
     if rules.digest_pinned {
@@ -173,42 +202,35 @@ fn rules(rules: &Rules, candidate: &Candidate) -> Vec<RuleResult> {
             _ => pass("no_latest_tag", "the reference does not use `latest`".to_string()),
         });
     }
-    // Rules that this version does not evaluate yet fail closed: a configured rule that is silently
-    // skipped would be an allow nobody asked for.
-    let pending: [(&str, bool, ReasonCode); 6] = [
-        (
-            "max_vulnerabilities",
-            rules.max_vulnerabilities.is_some(),
-            ReasonCode::VulnerabilitiesOverThreshold,
-        ),
-        (
-            "sarif_max_errors",
-            rules.sarif_max_errors.is_some(),
-            ReasonCode::SarifErrors,
-        ),
-        (
-            "provenance",
-            rules.provenance.is_some(),
-            ReasonCode::ProvenanceSourceMismatch,
-        ),
-        ("upstream", rules.upstream.is_some(), ReasonCode::UpstreamNotPromoted),
-        (
-            "chainloop",
-            rules.chainloop.as_ref().is_some_and(|c| c.require_not_blocked),
-            ReasonCode::ChainloopBlocked,
-        ),
-        ("rego", !rules.rego.is_empty(), ReasonCode::RegoViolation),
-    ];
-    for (name, configured, reason) in pending {
-        if configured {
-            out.push(fail(
-                name,
-                reason,
-                format!("rule `{name}` is not evaluated by this version of tollgate; failing closed"),
-            ));
-        }
+    if let Some(limits) = &rules.max_vulnerabilities {
+        out.push(vulns::evaluate(limits, materials, &candidate.digest));
+    }
+    if let Some(max) = rules.sarif_max_errors {
+        out.push(sarif::evaluate(max, materials));
+    }
+    if let Some(p) = &rules.provenance {
+        out.push(provenance::evaluate(p, materials));
+    }
+    if rules.upstream.is_some() {
+        out.push(not_evaluated("upstream", ReasonCode::UpstreamNotPromoted));
+    }
+    if rules.chainloop.as_ref().is_some_and(|c| c.require_not_blocked) {
+        out.push(chainloop::evaluate(materials, &candidate.digest));
+    }
+    if !rules.rego.is_empty() {
+        out.push(not_evaluated("rego", ReasonCode::RegoViolation));
     }
     out
+}
+
+/// Rules that this version does not evaluate yet fail closed: a configured rule that is silently
+/// skipped would be an allow nobody asked for.
+fn not_evaluated(name: &str, reason: ReasonCode) -> RuleResult {
+    fail(
+        name,
+        reason,
+        format!("rule `{name}` is not evaluated by this version of tollgate; failing closed"),
+    )
 }
 
 /// A stable hash of the effective policy: mode, rules, contract and the identities of the signers it
@@ -474,13 +496,135 @@ mod tests {
     #[test]
     fn rules_not_yet_evaluated_fail_closed() {
         let p = policy(Rules {
-            sarif_max_errors: Some(0),
+            upstream: Some(crate::config::UpstreamRule {
+                environment: "staging".into(),
+                soak: std::time::Duration::ZERO,
+            }),
             ..Rules::default()
         });
         let out = evaluate(&p, &contract(vec![]), &candidate("r.io/a/b:1"), &Verified::default());
         assert_eq!(
             (out[0].outcome, out[0].reason),
-            (Outcome::Fail, Some(ReasonCode::SarifErrors))
+            (Outcome::Fail, Some(ReasonCode::UpstreamNotPromoted))
         );
+    }
+
+    fn evidence_rules() -> Rules {
+        Rules {
+            max_vulnerabilities: Some(BTreeMap::from([("critical".to_string(), 0)])),
+            sarif_max_errors: Some(0),
+            provenance: Some(crate::config::ProvenanceRule {
+                source_repo: Some("https://github.com/acme/*".into()),
+                builder_id: None,
+            }),
+            chainloop: Some(crate::config::ChainloopRule {
+                require_not_blocked: true,
+            }),
+            ..Rules::default()
+        }
+    }
+
+    #[test]
+    fn evidence_rules_without_evidence_fail_closed_in_spec_order() {
+        let out = evaluate(
+            &policy(evidence_rules()),
+            &contract(vec![]),
+            &candidate("r.io/a/b:1"),
+            &Verified::default(),
+        );
+        let got: Vec<(&str, Option<ReasonCode>)> = out.iter().map(|r| (r.rule.as_str(), r.reason)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("max_vulnerabilities", Some(ReasonCode::MaterialMissing)),
+                ("sarif_max_errors", Some(ReasonCode::MaterialMissing)),
+                ("provenance", Some(ReasonCode::MaterialMissing)),
+                ("chainloop", Some(ReasonCode::MaterialMissing)),
+            ]
+        );
+    }
+
+    fn with_statement(predicate_type: &str, signer: &str, n: u8, predicate: serde_json::Value) -> Material {
+        let mut m = material(predicate_type, signer, n);
+        m.statement = serde_json::json!({"predicateType": predicate_type, "predicate": predicate});
+        m
+    }
+
+    fn trivy_report(signer: &str, n: u8) -> Material {
+        with_statement(
+            "https://cosign.sigstore.dev/attestation/vuln/v1",
+            signer,
+            n,
+            serde_json::json!({"scanner": {"result": {"SchemaVersion": 2, "ArtifactName": "x", "Results": [
+                {"Vulnerabilities": [{"VulnerabilityID": "CVE-1", "PkgName": "musl", "InstalledVersion": "1", "Severity": "CRITICAL"}]}
+            ]}}}),
+        )
+    }
+
+    fn vex(signer: &str, n: u8, image: &Digest) -> Material {
+        with_statement(
+            "https://openvex.dev/ns/v0.2.0",
+            signer,
+            n,
+            serde_json::json!({"statements": [{
+                "vulnerability": {"name": "CVE-1"},
+                "products": [{"@id": format!("pkg:oci/b@{}", image.as_str().replace(':', "%3A"))}],
+                "status": "not_affected",
+            }]}),
+        )
+    }
+
+    fn vulns_only() -> Policy {
+        policy(Rules {
+            max_vulnerabilities: Some(BTreeMap::from([("critical".to_string(), 0)])),
+            ..Rules::default()
+        })
+    }
+
+    #[test]
+    fn rules_read_only_materials_whose_signer_the_contract_accepts_for_their_kind() {
+        let image = format!("r.io/a/b:1@{}", digest(9));
+        let v = Verified {
+            materials: vec![trivy_report("ci-key", 1)],
+            rejections: vec![],
+        };
+        // Not listed in the contract: any configured signer counts.
+        let out = evaluate(&vulns_only(), &contract(vec![]), &candidate(&image), &v);
+        assert_eq!(
+            out[0].reason,
+            Some(ReasonCode::VulnerabilitiesOverThreshold),
+            "{}",
+            out[0].message
+        );
+        // Listed, for another signer: the report is not read.
+        let c = contract(vec![req(MaterialKind::VulnerabilityReport, &["release-key"])]);
+        let out = evaluate(&vulns_only(), &c, &candidate(&image), &v);
+        assert_eq!(out[1].reason, Some(ReasonCode::MaterialMissing), "{}", out[1].message);
+    }
+
+    #[test]
+    fn openvex_suppresses_only_when_the_contract_names_who_may_sign_it() {
+        let image = format!("r.io/a/b:1@{}", digest(9));
+        let v = Verified {
+            materials: vec![trivy_report("ci-key", 1), vex("ci-key", 2, &digest(9))],
+            rejections: vec![],
+        };
+        let reason = |c: Contract| {
+            let out = evaluate(&vulns_only(), &c, &candidate(&image), &v);
+            let last = out.last().unwrap();
+            (last.reason, last.evidence.len())
+        };
+        assert_eq!(
+            reason(contract(vec![])),
+            (Some(ReasonCode::VulnerabilitiesOverThreshold), 1)
+        );
+        let mut optional = req(MaterialKind::Openvex, &["security-team"]);
+        optional.optional = true;
+        assert_eq!(
+            reason(contract(vec![optional.clone()])),
+            (Some(ReasonCode::VulnerabilitiesOverThreshold), 1)
+        );
+        optional.signers = vec!["ci-key".into()];
+        assert_eq!(reason(contract(vec![optional])), (None, 2));
     }
 }
