@@ -3,12 +3,14 @@
 //! [`Gate`] and records the decision. Git is the only state: a restart resumes from the
 //! `refs/tollgate/processed/<env>` marker in the upstream repository.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::config::{Config, Environment};
@@ -43,7 +45,45 @@ pub struct Daemon {
     pub gate: Arc<Gate>,
     mirrors: BTreeMap<String, Arc<Mutex<Mirror>>>,
     ready: BTreeMap<String, AtomicBool>,
+    /// One per repository: wakes its task for a sync now (webhook, file watch, a promotion upstream).
+    triggers: BTreeMap<String, Arc<Notify>>,
     detect: DetectOptions,
+}
+
+/// SIGTERM to exit stays under 10 s (SPEC §9): this much for in-flight passes, the rest for the HTTP
+/// drain and the runtime.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// First retry after a defer or a failed sync; doubles per consecutive retry up to [`DEFER_MAX`], and
+/// never waits longer than the repository's poll interval.
+const DEFER_FIRST: Duration = Duration::from_secs(2);
+const DEFER_MAX: Duration = Duration::from_secs(300);
+
+/// How [`Daemon::run_with`] runs beyond the configuration; the default is what `tollgate run` does.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Watch `file://` and path remotes for ref changes (see [`crate::watch`]).
+    pub watch_files: bool,
+    /// How long in-flight passes may take to finish after shutdown before the loop returns anyway.
+    pub grace: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            watch_files: true,
+            grace: SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// What one repository round did, to pick the next wake-up.
+#[derive(Debug, Default)]
+struct Round {
+    /// A candidate was deferred, or the sync or a write failed: retry sooner than the poll interval.
+    retry: bool,
+    /// Repositories holding environments that promote from an environment we just wrote to.
+    wake: BTreeSet<String>,
 }
 
 /// Runs blocking git work off the async runtime, holding the mirror's lock for its duration.
@@ -75,19 +115,51 @@ impl Daemon {
         let config = gate.config.clone();
         let mut mirrors = BTreeMap::new();
         let mut ready = BTreeMap::new();
+        let mut triggers = BTreeMap::new();
         for (name, repo) in &config.repositories {
             mirrors.insert(
                 name.clone(),
                 Arc::new(Mutex::new(Mirror::open(&config.state_dir, repo)?)),
             );
             ready.insert(name.clone(), AtomicBool::new(false));
+            triggers.insert(name.clone(), Arc::new(Notify::new()));
         }
         Ok(Daemon {
             gate,
             mirrors,
             ready,
+            triggers,
             detect: DetectOptions::default(),
         })
+    }
+
+    /// Asks `repo`'s task for a sync and pass now. Bursts coalesce: triggers that arrive while a pass
+    /// runs make exactly one more pass. Returns false for a repository that is not configured.
+    pub fn trigger(&self, repo: &str) -> bool {
+        match self.triggers.get(repo) {
+            Some(t) => {
+                t.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The promotion targets whose upstream environment lives in `repo`, upstream first: what that
+    /// repository's task processes after each sync.
+    pub fn targets_of(&self, repo: &str) -> Vec<Environment> {
+        let config = self.config();
+        config
+            .promotion_targets()
+            .into_iter()
+            .filter(|t| {
+                t.promote_from
+                    .as_ref()
+                    .and_then(|up| config.environments.get(up))
+                    .is_some_and(|up| up.repository == repo)
+            })
+            .cloned()
+            .collect()
     }
 
     fn config(&self) -> &Config {
@@ -139,6 +211,16 @@ impl Daemon {
 
     /// Processes the upstream commits of `target` not yet processed, oldest first.
     pub async fn process(&self, target: &Environment) -> Result<PassReport, DaemonError> {
+        self.process_until(target, &CancellationToken::new()).await
+    }
+
+    /// As [`Daemon::process`], but stops between upstream commits once `shutdown` fires: the commit in
+    /// hand is finished (its git write included) and the marker says where the next start resumes.
+    pub async fn process_until(
+        &self,
+        target: &Environment,
+        shutdown: &CancellationToken,
+    ) -> Result<PassReport, DaemonError> {
         let config = self.config();
         let Some(up_name) = target.promote_from.clone() else {
             return Ok(PassReport::default());
@@ -176,6 +258,10 @@ impl Daemon {
         self.gate.metrics.set_pending(&target.name, commits.len() as i64);
         let mut report = PassReport::default();
         for (i, commit) in commits.iter().copied().enumerate() {
+            if shutdown.is_cancelled() {
+                tracing::info!("shutting down; the rest is processed after the restart");
+                break;
+            }
             let deferred = self.process_commit(target, &up, commit, &mut report).await?;
             if deferred {
                 break;
@@ -231,8 +317,18 @@ impl Daemon {
         })
         .await?;
         let (target_images, _) = detect::images_in(&target_files, &self.detect);
-        let policy_digest = self.gate.policy_digest(&target.name)?;
+        // A target without a policy is an error here, before anything is evaluated.
+        self.gate.policy_for(&target.name)?;
         let policy_name = target.policy.clone().unwrap_or_default();
+        // Waivers and upstream promotions from the mirrors this pass synced: read once per upstream
+        // commit, at one instant, for every bump in it.
+        let ctx = crate::context::gather(
+            self.config(),
+            &target.name,
+            &self.mirrors,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await;
         for bump in bumps {
             let span = tracing::info_span!("candidate", environment = %target.name, image = %bump.after);
             let _enter = span.enter();
@@ -257,11 +353,12 @@ impl Daemon {
             };
             let eval = self
                 .gate
-                .evaluate(&target.name, &bump.after, Some(source))
+                .evaluate(&target.name, &bump.after, Some(source), &ctx)
                 .instrument(span.clone())
                 .await?;
             let pinned = eval.candidate.pinned();
-            let policy_key = format!("{policy_name}@{policy_digest}");
+            // The effective digest: a changed waivers file or Rego source is a new policy.
+            let policy_key = format!("{policy_name}@{}", eval.policy_digest);
             match eval.decision.kind {
                 DecisionKind::Defer => {
                     tracing::warn!(parent: &span, "evidence unavailable; deferring");
@@ -330,35 +427,157 @@ impl Daemon {
         Ok(false)
     }
 
-    /// The long-running loop: a pass on start, then one per repository poll interval (the shortest
-    /// one, for now), until `shutdown` fires. An in-flight pass finishes its current git write
-    /// before the loop returns.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let interval = self
-            .config()
-            .repositories
-            .values()
-            .map(|r| r.poll_interval)
-            .min()
-            .unwrap_or(Duration::from_secs(30));
-        loop {
-            let reports = tokio::select! {
-                r = self.pass() => r,
-                _ = shutdown.cancelled() => break,
-            };
-            for (env, r) in reports {
-                if let Ok(r) = r {
+    /// One round for `repo`: sync it, then process the targets whose upstream lives in it. A failed
+    /// sync skips processing: that repository's candidates wait, nobody else's do.
+    async fn round(&self, repo: &str, shutdown: &CancellationToken) -> Round {
+        let mut round = Round::default();
+        if let Err(e) = self.sync(repo).await {
+            tracing::error!(error = %e, "repository sync failed");
+            round.retry = true;
+            return round;
+        }
+        let config = self.config();
+        for target in self.targets_of(repo) {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let span = tracing::info_span!("environment", environment = %target.name);
+            match self.process_until(&target, shutdown).instrument(span).await {
+                Ok(r) => {
                     if r != PassReport::default() {
-                        tracing::info!(environment = %env, promoted = r.promoted, blocked = r.blocked, deferred = r.deferred, skipped = r.skipped, "pass done");
+                        tracing::info!(environment = %target.name, promoted = r.promoted, blocked = r.blocked, deferred = r.deferred, skipped = r.skipped, "pass done");
+                    }
+                    round.retry |= r.deferred > 0;
+                    if r.promoted > 0 {
+                        // A chain (staging → prod → dr): whoever promotes from this target may now
+                        // have a candidate, possibly in another repository.
+                        for next in config.environments.values() {
+                            if next.promote_from.as_deref() == Some(target.name.as_str()) {
+                                round.wake.insert(target.repository.clone());
+                            }
+                        }
                     }
                 }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.cancelled() => break,
+                Err(e) => {
+                    tracing::error!(environment = %target.name, error = %e, "processing failed");
+                    // A failure (e.g. a push that kept losing the race) is retried like a defer.
+                    round.retry = true;
+                }
             }
         }
-        tracing::info!("daemon stopped");
+        round
+    }
+
+    /// One repository's task: a round on start, then one per poll interval or trigger, until
+    /// `shutdown`. Deferred candidates and failed syncs are retried with backoff, sooner than the
+    /// poll interval.
+    async fn repository_task(self: Arc<Self>, repo: String, shutdown: CancellationToken) {
+        let Some(trigger) = self.triggers.get(&repo).cloned() else {
+            return;
+        };
+        let poll = self
+            .config()
+            .repositories
+            .get(&repo)
+            .map(|r| r.poll_interval)
+            .unwrap_or(Duration::from_secs(30));
+        let mut backoff: Option<Duration> = None;
+        loop {
+            let round = self.round(&repo, &shutdown).await;
+            for other in &round.wake {
+                self.trigger(other);
+            }
+            let wait = if round.retry {
+                let next = backoff.map_or(DEFER_FIRST, |b| (b * 2).min(DEFER_MAX));
+                backoff = Some(next);
+                next.min(poll)
+            } else {
+                backoff = None;
+                poll
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = trigger.notified() => tracing::debug!("triggered"),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Starts a file watcher (see [`crate::watch`]) for every repository whose remote is on this
+    /// machine. A watcher that cannot start leaves that repository to polling.
+    fn watch_local_remotes(&self, shutdown: &CancellationToken, tracker: &TaskTracker) {
+        for (name, repo) in &self.config().repositories {
+            let (Some(dir), Some(wake)) = (crate::watch::local_git_dir(&repo.url), self.triggers.get(name)) else {
+                continue;
+            };
+            match crate::watch::watch_refs(&dir, wake.clone(), shutdown.clone(), tracker) {
+                Ok(()) => tracing::info!(repository = %name, "watching the remote's refs"),
+                Err(e) => tracing::warn!(repository = %name, error = %e, "cannot watch the remote; polling only"),
+            }
+        }
+    }
+
+    /// The long-running loop with default [`RunOptions`].
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        self.run_with(shutdown, RunOptions::default()).await
+    }
+
+    /// The long-running loop: one task per repository (see [`Daemon::trigger`]), file watchers for
+    /// local remotes, and the systemd watchdog if asked for. Returns after `shutdown` fires, once the
+    /// in-flight passes have finished their current commit, or after `options.grace` at the latest.
+    /// An abandoned pass is safe to abandon: every push is compare-and-swap and git is the state.
+    pub async fn run_with(self: Arc<Self>, shutdown: CancellationToken, options: RunOptions) {
+        let tracker = TaskTracker::new();
+        if options.watch_files {
+            self.watch_local_remotes(&shutdown, &tracker);
+        }
+        for name in self.mirrors.keys() {
+            let span = tracing::info_span!("repository", repository = %name);
+            tracker.spawn(
+                self.clone()
+                    .repository_task(name.clone(), shutdown.clone())
+                    .instrument(span),
+            );
+        }
+        if let Some(every) = watchdog_interval() {
+            tracker.spawn(watchdog(every, shutdown.clone()));
+        }
+        tracker.close();
+        shutdown.cancelled().await;
+        sd_notify("STOPPING=1");
+        tracing::info!("stopping: waiting for in-flight passes");
+        match tokio::time::timeout(options.grace, tracker.wait()).await {
+            Ok(()) => tracing::info!("daemon stopped"),
+            Err(_) => tracing::warn!(
+                grace = ?options.grace,
+                "in-flight work did not finish within the grace period; leaving it (pushes are compare-and-swap)"
+            ),
+        }
+    }
+}
+
+/// Half the systemd watchdog period (`WATCHDOG_USEC`), if systemd asked this process for pings.
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Some(pid) = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.parse::<u32>().ok()) {
+        if pid != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+/// Pings systemd's watchdog. It runs on the same runtime as the repository tasks, so a wedged
+/// runtime stops the pings and systemd restarts us.
+async fn watchdog(every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => sd_notify("WATCHDOG=1"),
+        }
     }
 }
 
@@ -387,5 +606,61 @@ pub fn sd_notify(state: &str) {
     })();
     if let Err(e) = result {
         tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn daemon(dir: &std::path::Path) -> Daemon {
+        let yaml = r#"version: 1
+state_dir: ./state
+repositories:
+  envs: {url: 'file:///nonexistent/envs.git'}
+  dr: {url: 'file:///nonexistent/dr.git'}
+contracts:
+  c: {materials: []}
+policies:
+  p: {contract: c, mode: warn}
+environments:
+  staging: {repository: envs, path: clusters/staging}
+  prod: {repository: envs, path: clusters/prod, promote_from: staging, policy: p}
+  dr: {repository: dr, path: clusters/dr, promote_from: prod, policy: p}
+"#;
+        let config = crate::config::parse(yaml, &dir.join("tollgate.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let gate = Gate {
+            stores: crate::oci::Stores::from_config(&config).unwrap(),
+            config: Arc::new(config),
+            metrics: Arc::new(crate::telemetry::Metrics::new()),
+        };
+        Daemon::open(Arc::new(gate)).unwrap()
+    }
+
+    #[test]
+    fn each_target_belongs_to_the_task_of_its_upstream_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = daemon(dir.path());
+        let names = |repo: &str| d.targets_of(repo).into_iter().map(|e| e.name).collect::<Vec<_>>();
+        // dr is written into the `dr` repository, but its candidates appear in `envs` (prod).
+        assert_eq!(names("envs"), ["prod", "dr"]);
+        assert!(names("dr").is_empty());
+    }
+
+    #[tokio::test]
+    async fn triggers_coalesce_and_unknown_repositories_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = daemon(dir.path());
+        assert!(!d.trigger("nope"));
+        assert!(d.trigger("envs") && d.trigger("envs"));
+        let wake = d.triggers["envs"].clone();
+        // Two triggers before the task waits make one wake-up, not two.
+        tokio::time::timeout(Duration::from_secs(1), wake.notified())
+            .await
+            .unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(50), wake.notified())
+            .await
+            .is_err());
+        assert!(!d.is_ready(), "nothing synced yet");
     }
 }

@@ -36,24 +36,33 @@ impl PublicKey {
         if !pem.contains("-----BEGIN PUBLIC KEY-----") {
             return Err(KeyError::NotPem("no `-----BEGIN PUBLIC KEY-----` block".into()));
         }
-        if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_pem(pem) {
+        // Decode the base64 body ourselves: real keys are not always wrapped at 64 columns
+        // (sigstore-go's `publish_key.pub` is one long line), which strict PEM parsers refuse.
+        let der = pem_body(pem).ok_or_else(|| KeyError::NotPem("the PEM body is not valid base64".into()))?;
+        PublicKey::from_der(&der)
+    }
+
+    /// A DER SubjectPublicKeyInfo.
+    pub fn from_der(der: &[u8]) -> Result<Self, KeyError> {
+        if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(der) {
             return Ok(PublicKey::P256(k));
         }
-        if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_pem(pem) {
+        if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(der) {
             return Ok(PublicKey::P384(k));
         }
-        if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_pem(pem) {
+        if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_der(der) {
             return Ok(PublicKey::Ed25519(k));
         }
-        if let Ok(k) = rsa::RsaPublicKey::from_public_key_pem(pem) {
+        if let Ok(k) = rsa::RsaPublicKey::from_public_key_der(der) {
             return Ok(PublicKey::Rsa(k));
         }
-        // Tell a broken PEM apart from a well-formed key of an algorithm we do not support.
-        match pem_body(pem) {
-            Some(der) if spki::SubjectPublicKeyInfoRef::try_from(der.as_slice()).is_ok() => Err(KeyError::Unsupported),
-            _ => Err(KeyError::NotPem(
+        // Tell a broken key apart from a well-formed key of an algorithm we do not support.
+        if spki::SubjectPublicKeyInfoRef::try_from(der).is_ok() {
+            Err(KeyError::Unsupported)
+        } else {
+            Err(KeyError::NotPem(
                 "the PEM block does not hold a SubjectPublicKeyInfo".into(),
-            )),
+            ))
         }
     }
 
@@ -116,10 +125,13 @@ impl PublicKey {
     }
 }
 
+/// The base64 body of the first `PUBLIC KEY` block, whitespace ignored.
 fn pem_body(pem: &str) -> Option<Vec<u8>> {
     use base64::Engine as _;
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD.decode(body.trim()).ok()
+    let start = pem.find("-----BEGIN PUBLIC KEY-----")? + "-----BEGIN PUBLIC KEY-----".len();
+    let end = start + pem[start..].find("-----END PUBLIC KEY-----")?;
+    let body: String = pem[start..end].chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
 /// An ECDSA P-256 signing key, as `cosign generate-key-pair` makes (but stored unencrypted, PKCS#8 PEM).
@@ -178,6 +190,14 @@ mod tests {
         assert!(!other.verify(b"payload", &sig));
         let again = SigningKey::from_pem(&key.to_pem()).unwrap();
         assert_eq!(again.public_key().fingerprint(), pubkey.fingerprint());
+    }
+
+    #[test]
+    fn accepts_pem_bodies_on_one_long_line() {
+        let pem = SigningKey::generate().public_pem();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let one_line = format!("-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n");
+        assert!(matches!(PublicKey::from_pem(&one_line), Ok(PublicKey::P256(_))));
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - [`git`]: local mirrors, commits, notes, compare-and-swap pushes.
 //! - [`dsse`]: DSSE envelopes and in-toto statements.
 //! - [`daemon`]: the long-running loop and `check`, both over [`pipeline`].
-//! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`server`]: `/metrics`, `/healthz`, `/readyz`, `/hooks/git`.
+//! - [`watch`]: file watching of local remotes, to wake a repository's task on a push.
 //! - [`attest`], [`explain`], [`demo`]: the other commands.
 //! - [`reason`], [`image`], [`keys`]: shared vocabulary.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@
 
 pub mod attest;
 pub mod config;
+pub mod context;
 pub mod daemon;
 pub mod demo;
 pub mod dsse;
@@ -35,4 +37,6 @@ pub mod oci;
 pub mod pipeline;
 pub mod reason;
 pub mod server;
+pub mod sigstore;
 pub mod telemetry;
+pub mod watch;

@@ -99,14 +99,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let code = match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
-    }
+    };
+    // Dropping a runtime waits for every `spawn_blocking` task, and a git fetch stuck on a dead
+    // network would hold the exit forever; SIGTERM must end the process within 10 s (SPEC §9).
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    code
 }
+
+/// After the daemon's grace period: time for HTTP requests in flight, then for blocking work.
+const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<tollgate::config::Config> {
     tollgate::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
@@ -147,7 +155,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let gate = gate(load_config(&config)?)?;
             let image = tollgate::image::ImageRef::parse(&image)?;
-            let eval = gate.evaluate(&env, &image, None).await?;
+            // `check` has no daemon mirrors: waivers and upstream promotions are read through the
+            // mirrors under state_dir, fetched now.
+            let ctx = tollgate::context::gather_fresh(&gate.config, &env, time::OffsetDateTime::now_utc()).await;
+            let eval = gate.evaluate(&env, &image, None, &ctx).await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&eval)?),
                 Output::Text => print!("{}", eval.record().message()),
@@ -177,12 +188,21 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS });
             }
+            // Secrets are read before the port is bound: a bad secret file stops the start.
+            let hooks = tollgate::server::Webhooks::load(&daemon.gate.config)?;
             let shutdown = CancellationToken::new();
             tokio::spawn(signal_shutdown(shutdown.clone()));
-            tollgate::server::serve(daemon.clone(), shutdown.clone()).await?;
+            let http = tokio_util::task::TaskTracker::new();
+            tollgate::server::serve(daemon.clone(), hooks, shutdown.clone(), &http).await?;
+            http.close();
             tollgate::daemon::sd_notify("READY=1");
+            // Returns within the grace period after SIGTERM (and tells systemd STOPPING=1).
             daemon.run(shutdown).await;
-            tollgate::daemon::sd_notify("STOPPING=1");
+            // Whatever time is left of the 10 s budget goes to requests in flight; a client that
+            // keeps a connection open does not hold the exit.
+            if tokio::time::timeout(HTTP_DRAIN, http.wait()).await.is_err() {
+                tracing::warn!("HTTP connections still open after the drain period; closing them");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain { repo, rev } => match tollgate::explain::explain(&repo, &rev)? {

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{Config, Contract, Environment, Policy};
+use crate::context::{PolicyContext, UpstreamFacts, WaiversState};
 use crate::gate::decide::{self, Decision};
 use crate::gate::evidence::EvidenceError;
-use crate::gate::{policy, verify, Candidate, Verified};
+use crate::gate::upstream::Promotion;
+use crate::gate::{policy, rego, upstream, verify, waivers, Candidate, Outcome, RuleResult, Verified};
 use crate::image::{Digest, ImageRef};
 use crate::oci::Stores;
 use crate::reason::ReasonCode;
@@ -22,13 +24,99 @@ pub enum PipelineError {
 }
 
 /// The result of evaluating one candidate: what was decided, on what evidence, under which policy.
+/// `tollgate check --output json` prints it as is.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Evaluation {
     pub candidate: Candidate,
+    /// Every rule result (outcome, reason code, message, evidence digests), the waivers applied and
+    /// the expired waivers that would have applied.
     pub decision: Decision,
     pub policy: String,
+    /// The effective policy digest recorded in `Tollgate-Policy` (configuration, Rego sources,
+    /// rule modes, waivers file).
     pub policy_digest: Digest,
+    /// The digest of the configured policy alone ([`policy::policy_digest`]).
+    pub base_policy_digest: Digest,
+    /// The waivers file as read for this evaluation (`state`: not-configured, absent, loaded, malformed, …).
+    pub waivers_file: WaiversState,
+    /// The promotion the `upstream` rule relied on, if any.
+    pub upstream_promotion: Option<Promotion>,
     pub verified: Verified,
+}
+
+/// Rules whose placeholder results from [`policy::evaluate`] are replaced here, where the context
+/// they need (git facts, compiled Rego) is at hand.
+const CONTEXT_RULES: [&str; 2] = ["upstream", "rego"];
+
+/// The results of the rules that need more than evidence: `upstream` over the gathered promotions,
+/// each Rego file over SPEC §6's input.
+async fn context_rules(
+    policy: &Policy,
+    candidate: &Candidate,
+    verified: &Verified,
+    ctx: &PolicyContext,
+) -> Vec<RuleResult> {
+    let mut out = Vec::new();
+    let rules = &policy.rules;
+    if let Some(rule) = &rules.upstream {
+        out.push(match &ctx.upstream {
+            UpstreamFacts::Found { promotions, .. } => upstream::evaluate(rule, promotions, &candidate.digest, ctx.now),
+            // Unavailable is deferred before evaluation; not gathered at all is a caller that could
+            // not look, which must not pass.
+            _ => RuleResult {
+                rule: "upstream".into(),
+                outcome: Outcome::Fail,
+                reason: Some(crate::reason::ReasonCode::UpstreamNotPromoted),
+                message: format!(
+                    "promotions into {} were not looked up; failing closed",
+                    rule.environment
+                ),
+                evidence: vec![],
+            },
+        });
+    }
+    if rules.rego_policies.len() != rules.rego.len() {
+        // A configuration built without compiling its Rego (never by `config::load`): fail closed.
+        out.push(RuleResult {
+            rule: "rego".into(),
+            outcome: Outcome::Fail,
+            reason: Some(crate::reason::ReasonCode::RegoViolation),
+            message: "the Rego policies were not compiled; failing closed".into(),
+            evidence: vec![],
+        });
+    } else if !rules.rego_policies.is_empty() {
+        let upstream_env = rules
+            .upstream
+            .as_ref()
+            .map(|u| u.environment.clone())
+            .or_else(|| candidate.source_environment.clone());
+        let promoted_at = upstream_env
+            .as_deref()
+            .and_then(|e| ctx.promoted_at(e, &candidate.digest));
+        let input = rego::input(
+            candidate,
+            &verified.materials,
+            &rego::UpstreamInput {
+                environment: upstream_env,
+                promoted_at,
+            },
+            ctx.now,
+        );
+        let policies = rules.rego_policies.clone();
+        // Evaluation is CPU work bounded by a time limit; keep it off the async workers.
+        let results = tokio::task::spawn_blocking(move || rego::evaluate(&policies, &input)).await;
+        match results {
+            Ok(r) => out.extend(r),
+            Err(e) => out.push(RuleResult {
+                rule: "rego".into(),
+                outcome: Outcome::Fail,
+                reason: Some(crate::reason::ReasonCode::RegoViolation),
+                message: format!("rego evaluation failed: {e}"),
+                evidence: vec![],
+            }),
+        }
+    }
+    out
 }
 
 impl Evaluation {
@@ -92,15 +180,24 @@ impl Gate {
         }
     }
 
+    /// Evaluates `upstream_ref` for `environment` with the git facts in `ctx` (waivers, upstream
+    /// promotions, `now`); see [`crate::context`] for gathering them.
     pub async fn evaluate(
         &self,
         environment: &str,
         upstream_ref: &ImageRef,
         source: Option<Source>,
+        ctx: &PolicyContext,
     ) -> Result<Evaluation, PipelineError> {
         let started = Instant::now();
         let (env, policy, contract) = self.policy_for(environment)?;
-        let policy_digest = policy::policy_digest(policy, contract, &self.config.trust.signers);
+        let base_policy_digest = policy::policy_digest(policy, contract, &self.config.trust.signers);
+        let policy_digest = crate::context::effective_policy_digest(
+            &base_policy_digest,
+            &policy.rules.rego_policies,
+            &policy.rules.modes,
+            &ctx.waivers,
+        );
         let store = self.stores.for_image(upstream_ref);
         let registry = self.registry_label(upstream_ref);
         let mut candidate = Candidate {
@@ -112,14 +209,26 @@ impl Gate {
         };
         let finish = |candidate: Candidate, decision: Decision, verified: Verified| {
             self.metrics.observe_evaluation(environment, started.elapsed());
+            let upstream_promotion = policy.rules.upstream.as_ref().and_then(|u| {
+                let promotions = ctx.promotions()?;
+                upstream::latest(promotions, &u.environment, &candidate.digest).cloned()
+            });
             Ok(Evaluation {
                 candidate,
                 decision,
                 policy: policy.name.clone(),
                 policy_digest: policy_digest.clone(),
+                base_policy_digest: base_policy_digest.clone(),
+                waivers_file: ctx.waivers.clone(),
+                upstream_promotion,
                 verified,
             })
         };
+        // A repository the policy reads could not be read: like unreachable evidence, retry later.
+        if let Some(why) = ctx.unavailable() {
+            tracing::warn!(error = %why, "policy context unavailable");
+            return finish(candidate, decide::defer(policy.mode, why), Verified::default());
+        }
 
         let fetched = async {
             let digest = store.resolve(upstream_ref).await?;
@@ -148,9 +257,28 @@ impl Gate {
             }
         };
         candidate.digest = digest;
-        let verified = verify::verify(&evidence, &candidate.digest, &self.config.trust.signers);
-        let results = policy::evaluate(policy, contract, &candidate, &verified);
-        let decision = decide::decide(policy.mode, results);
+        let verified = verify::verify(&evidence, &candidate.digest, &self.config.trust);
+        let mut results = policy::evaluate(policy, contract, &candidate, &verified);
+        results.retain(|r| !CONTEXT_RULES.contains(&r.rule.as_str()));
+        results.extend(context_rules(policy, &candidate, &verified, ctx).await);
+        if let WaiversState::Malformed { error, .. } = &ctx.waivers {
+            // Reported on the decision itself so the release manager sees why nothing was waived.
+            results.push(RuleResult {
+                rule: "waivers".into(),
+                outcome: Outcome::Warn,
+                reason: None,
+                message: format!("waivers file ignored: {error}"),
+                evidence: vec![],
+            });
+        }
+        let (results, applied, expired) = waivers::apply(
+            results,
+            ctx.waivers(),
+            &candidate.upstream_ref.name,
+            &candidate.digest,
+            ctx.now,
+        );
+        let decision = decide::decide_with(policy.mode, &policy.rules.modes, results, applied, expired);
         finish(candidate, decision, verified)
     }
 }

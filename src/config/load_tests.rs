@@ -2,7 +2,9 @@
 //! and one scenario per class of error, asserting key path, line and column.
 
 use super::*;
-use crate::config::{Author, ChainloopRule, GitAuth, Mode, RegistryAuth, Signer, SubjectMatch, WriteMode};
+use crate::config::{
+    Author, ChainloopRule, CommitSigning, GitAuth, Mode, RegistryAuth, Signer, SubjectMatch, WriteMode,
+};
 use crate::keys::SigningKey;
 
 /// A folder holding the files a configuration refers to, and `tollgate.yaml` beside them.
@@ -694,6 +696,69 @@ fn git_and_registry_auth_take_exactly_one_shape() {
             token_file: "/run/token".into()
         }
     );
+}
+
+#[test]
+fn transport_trust_and_commit_signing_are_per_repository() {
+    let fx = Fixture::new();
+    let config = fx.ok(&with(
+        4,
+        "    url: https://x/envs.git\n    ca_file: certs/ca.pem\n    signing: {ssh_key_file: keys/sign}",
+    ));
+    let envs = &config.repositories["envs"];
+    assert_eq!(envs.ca_file, Some(fx.dir.path().join("certs/ca.pem")));
+    assert_eq!(envs.known_hosts_file, None);
+    assert_eq!(
+        envs.signing,
+        Some(CommitSigning::Ssh {
+            key_file: fx.dir.path().join("keys/sign")
+        })
+    );
+
+    let config = fx.ok(&with(
+        4,
+        "    url: ssh://git@git.example/envs.git\n    known_hosts_file: known_hosts\n    signing: {gpg_key_id: tollgate@example.com}",
+    ));
+    let envs = &config.repositories["envs"];
+    assert_eq!(envs.known_hosts_file, Some(fx.dir.path().join("known_hosts")));
+    assert_eq!(
+        envs.signing,
+        Some(CommitSigning::OpenPgp {
+            key_file: None,
+            key_id: Some("tollgate@example.com".into())
+        })
+    );
+
+    let (line, col, msg) = fx.diag(
+        &with(4, "    url: git@git.example:envs.git\n    ca_file: ca.pem"),
+        "repositories.envs.ca_file",
+    );
+    assert_eq!((line, col), (5, 14));
+    assert!(msg.contains("only used with https:// URLs"), "{msg}");
+
+    let (_, _, msg) = fx.diag(
+        &with(4, "    url: https://x/envs.git\n    known_hosts_file: kh"),
+        "repositories.envs.known_hosts_file",
+    );
+    assert!(msg.contains("only used with ssh://"), "{msg}");
+
+    let (_, _, msg) = fx.diag(
+        &with(
+            4,
+            "    url: https://x/envs.git\n    signing: {ssh_key_file: k, gpg_key_id: x}",
+        ),
+        "repositories.envs.signing.gpg_key_id",
+    );
+    assert!(msg.contains("cannot be combined with ssh_key_file"), "{msg}");
+
+    let (_, _, msg) = fx.diag(
+        &with(
+            26,
+            "    policy: prod\n    write: {mode: branch, branch: 'promote/{env}/{image}'}",
+        ),
+        "environments.prod.write.branch",
+    );
+    assert!(msg.contains("must start with `tollgate/`"), "{msg}");
 }
 
 #[test]

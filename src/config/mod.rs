@@ -3,7 +3,8 @@
 
 mod load;
 mod schema;
-mod yaml;
+// The waivers file (in environment repositories) is read with the same position-tracking tree.
+pub(crate) mod yaml;
 
 pub use load::{load, parse, ConfigError, Diagnostic};
 
@@ -43,6 +44,29 @@ pub struct Repository {
     pub webhook_secret_file: Option<PathBuf>,
     /// Default `tollgate <tollgate@localhost>`.
     pub author: Author,
+    /// PEM CA certificates trusted for this repository's HTTPS server, besides the system store (a private CA,
+    /// a self-signed server). Only for `https://` URLs.
+    pub ca_file: Option<PathBuf>,
+    /// OpenSSH `known_hosts` file that the SSH server's host key must be listed in. Default: the service
+    /// user's `~/.ssh/known_hosts`; an unlisted host key is refused either way. Only for SSH URLs.
+    pub known_hosts_file: Option<PathBuf>,
+    /// Signs promotion commits and notes commits, as `git commit -S` would. Default: unsigned.
+    pub signing: Option<CommitSigning>,
+}
+
+/// How tollgate signs the commits it writes (`repositories.<name>.signing`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitSigning {
+    /// `{ssh_key_file: …}`: an OpenSSH private key, signed with `ssh-keygen -Y sign -n git` (git's
+    /// `gpg.format=ssh`); verifiers list its public key in `gpg.ssh.allowedSignersFile`.
+    Ssh { key_file: PathBuf },
+    /// `{gpg_key_file: …, gpg_key_id: …}`: OpenPGP, signed with `gpg --detach-sign --armor`. With a key file
+    /// (an armored secret key without passphrase) tollgate imports it into its own keyring in the mirror
+    /// folder; without one it uses the service user's keyring. `gpg_key_id` picks the key (`gpg -u`).
+    OpenPgp {
+        key_file: Option<PathBuf>,
+        key_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +112,8 @@ pub enum RegistryAuth {
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
     pub trusted_root: Option<PathBuf>,
+    /// `trusted_root`, parsed and validated at load time.
+    pub root: Option<std::sync::Arc<crate::sigstore::TrustedRoot>>,
     pub signers: BTreeMap<String, Signer>,
 }
 
@@ -165,6 +191,11 @@ pub struct Rules {
     pub chainloop: Option<ChainloopRule>,
     /// Absolute paths of Rego files.
     pub rego: Vec<PathBuf>,
+    /// The same files, compiled when the configuration was loaded (one per path, same order).
+    pub rego_policies: Vec<crate::gate::rego::RegoPolicy>,
+    /// `rule_modes`: per-rule overrides of the policy's mode, keyed by rule name (`sarif_max_errors`,
+    /// `rego`, `contract`, …; `contract` and `rego` cover every result of that family).
+    pub modes: BTreeMap<String, Mode>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

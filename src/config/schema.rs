@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::load::{child, Ctx, Fields, Kind, DURATION_HINT};
 use super::yaml::{Loc, Node, Value};
 use super::{
-    Author, ChainloopRule, Config, Contract, Environment, GitAuth, MaterialRequirement, Mode, Policy, ProvenanceRule,
-    Registry, RegistryAuth, Repository, Rules, Signer, SubjectMatch, Trust, UpstreamRule, WriteMode,
+    Author, ChainloopRule, CommitSigning, Config, Contract, Environment, GitAuth, MaterialRequirement, Mode, Policy,
+    ProvenanceRule, Registry, RegistryAuth, Repository, Rules, Signer, SubjectMatch, Trust, UpstreamRule, WriteMode,
 };
 use crate::gate::MaterialKind;
 use crate::keys::{PublicKey, SigningKey};
@@ -134,13 +134,16 @@ impl Ctx {
     }
 
     fn repository(&mut self, name: &str, node: &Node, path: &str, owner: Loc) -> Option<Repository> {
-        const KEYS: [&str; 6] = [
+        const KEYS: [&str; 9] = [
             "url",
             "branch",
             "poll_interval",
             "auth",
             "webhook_secret_file",
             "author",
+            "ca_file",
+            "known_hosts_file",
+            "signing",
         ];
         let f = self.mapping(node, path, owner, &KEYS, "key")?;
         const URL: &str = "a git URL (https://…, ssh://…, git@host:path or file:///…)";
@@ -177,14 +180,76 @@ impl Ctx {
             None => Some(default_author()),
             Some((n, p)) => self.author(n, &p, owner),
         };
+        let url = url?;
+        let ca_file = self.optional(&f, "ca_file", |cx, n, p| {
+            let file = cx.path(n, p, "a PEM file of CA certificates")?;
+            if url.starts_with("https://") {
+                Some(file)
+            } else {
+                cx.err(
+                    n.loc,
+                    p,
+                    "only used with https:// URLs; remove it or use an https:// URL",
+                );
+                None
+            }
+        });
+        let known_hosts_file = self.optional(&f, "known_hosts_file", |cx, n, p| {
+            let file = cx.path(n, p, "an OpenSSH known_hosts file")?;
+            if is_ssh_url(&url) {
+                Some(file)
+            } else {
+                cx.err(
+                    n.loc,
+                    p,
+                    "only used with ssh:// and git@host:path URLs; remove it or use an SSH URL",
+                );
+                None
+            }
+        });
+        let signing = self.optional(&f, "signing", |cx, n, p| cx.commit_signing(n, p));
         Some(Repository {
             name: name.to_string(),
-            url: url?,
+            url,
             branch: branch?,
             poll_interval: poll_interval?,
             auth: auth?,
             webhook_secret_file: webhook_secret_file?,
             author: author?,
+            ca_file: ca_file?,
+            known_hosts_file: known_hosts_file?,
+            signing: signing?,
+        })
+    }
+
+    fn commit_signing(&mut self, node: &Node, path: &str) -> Option<CommitSigning> {
+        let variants: [&[&str]; 2] = [&["ssh_key_file"], &["gpg_key_file", "gpg_key_id"]];
+        let (which, f) = self.variant(node, path, node.loc, &variants)?;
+        if which == 0 {
+            let (n, p) = self.required(&f, "ssh_key_file", "an OpenSSH private key file")?;
+            return Some(CommitSigning::Ssh {
+                key_file: self.path(n, &p, "an OpenSSH private key file")?,
+            });
+        }
+        let key_file = self.optional(&f, "gpg_key_file", |cx, n, p| {
+            cx.path(n, p, "an armored OpenPGP secret key file")
+        });
+        let key_id = self.optional(&f, "gpg_key_id", |cx, n, p| {
+            let id = cx.string(n, p, "a key id or fingerprint")?;
+            if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || "@.<>_-+ ".contains(c)) {
+                Some(id)
+            } else {
+                cx.err(
+                    n.loc,
+                    p,
+                    format!("invalid key id {id:?}; expected a key id, fingerprint or e-mail address"),
+                );
+                None
+            }
+        });
+        Some(CommitSigning::OpenPgp {
+            key_file: key_file?,
+            key_id: key_id?,
         })
     }
 
@@ -308,22 +373,19 @@ impl Ctx {
         let trusted_root = self.optional(&f, "trusted_root", |cx, n, p| {
             const WHAT: &str = "a Sigstore trusted_root.json";
             let (file, text) = cx.existing_file(n, p, WHAT)?;
-            match serde_json::from_str::<serde_json::Value>(&text) {
-                Ok(serde_json::Value::Object(_)) => Some(file),
-                Ok(_) => {
-                    cx.err(
-                        n.loc,
-                        p,
-                        format!("{} is not a JSON object; expected {WHAT}", file.display()),
-                    );
-                    None
-                }
-                Err(e) => {
+            // Parsed once here, so that a root that cannot be used stops the daemon before it runs.
+            match crate::sigstore::TrustedRoot::parse(&text) {
+                Ok(root) => Some((file, std::sync::Arc::new(root))),
+                Err(crate::sigstore::TrustRootError::Json(e)) => {
                     cx.err(
                         n.loc,
                         p,
                         format!("{} is not valid JSON ({e}); expected {WHAT}", file.display()),
                     );
+                    None
+                }
+                Err(e) => {
+                    cx.err(n.loc, p, format!("{}: {e}; expected {WHAT}", file.display()));
                     None
                 }
             }
@@ -349,8 +411,10 @@ impl Ctx {
                 }
             }
         }
+        let trusted_root = trusted_root?;
         Some(Trust {
-            trusted_root: trusted_root?,
+            root: trusted_root.as_ref().map(|(_, root)| root.clone()),
+            trusted_root: trusted_root.map(|(file, _)| file),
             signers: signers?,
         })
     }
@@ -496,7 +560,8 @@ impl Ctx {
     }
 
     fn policy(&mut self, name: &str, node: &Node, path: &str, owner: Loc) -> Option<Policy> {
-        let f = self.mapping(node, path, owner, &["contract", "mode", "rules", "waivers"], "key")?;
+        const KEYS: [&str; 5] = ["contract", "mode", "rules", "rule_modes", "waivers"];
+        let f = self.mapping(node, path, owner, &KEYS, "key")?;
         let contract = self
             .required(&f, "contract", "the name of a contract")
             .and_then(|(n, p)| {
@@ -526,6 +591,17 @@ impl Ctx {
                 let owner = f.entries.iter().find(|e| e.0 == "rules").map_or(n.loc, |e| e.1);
                 self.rules(n, &p, owner)
             }
+        };
+        let modes = self.optional(&f, "rule_modes", |cx, n, p| {
+            let owner = f.entries.iter().find(|e| e.0 == "rule_modes").map_or(n.loc, |e| e.1);
+            cx.rule_modes(n, p, owner, rules.as_ref())
+        });
+        let rules = match (rules, modes) {
+            (Some(mut r), Some(m)) => {
+                r.modes = m.unwrap_or_default();
+                Some(r)
+            }
+            _ => None,
         };
         let waivers = self.optional(&f, "waivers", |cx, n, p| {
             let s = cx.string(n, p, "a path inside the environment repository")?;
@@ -634,9 +710,10 @@ impl Ctx {
             })
         });
         let rego = match f.get("rego") {
-            None => Some(Vec::new()),
+            None => Some((Vec::new(), Vec::new())),
             Some((n, p)) => self.rego_files(n, &p),
         };
+        let (rego, rego_policies) = rego.unzip();
         Some(Rules {
             digest_pinned: digest_pinned?.unwrap_or(false),
             no_latest_tag: no_latest_tag?.unwrap_or(false),
@@ -646,13 +723,79 @@ impl Ctx {
             upstream: upstream?,
             chainloop: chainloop?,
             rego: rego?,
+            rego_policies: rego_policies?,
+            modes: BTreeMap::new(),
         })
     }
 
-    fn rego_files(&mut self, node: &Node, path: &str) -> Option<Vec<PathBuf>> {
+    /// `rule_modes: {sarif_max_errors: warn, rego: enforce}`: each key a configured rule (or
+    /// `contract`, every contract material), each value a mode.
+    fn rule_modes(
+        &mut self,
+        node: &Node,
+        path: &str,
+        owner: Loc,
+        rules: Option<&Rules>,
+    ) -> Option<BTreeMap<String, Mode>> {
+        const KEYS: [&str; 9] = [
+            "contract",
+            "digest_pinned",
+            "no_latest_tag",
+            "max_vulnerabilities",
+            "sarif_max_errors",
+            "provenance",
+            "upstream",
+            "chainloop",
+            "rego",
+        ];
+        let m = self.mapping(node, path, owner, &KEYS, "rule")?;
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (key, _, value) in &m.entries {
+            let p = child(path, key);
+            // An override of a rule that is not configured does nothing: almost certainly a mistake.
+            let configured = rules.is_none_or(|r| match *key {
+                "digest_pinned" => r.digest_pinned,
+                "no_latest_tag" => r.no_latest_tag,
+                "max_vulnerabilities" => r.max_vulnerabilities.is_some(),
+                "sarif_max_errors" => r.sarif_max_errors.is_some(),
+                "provenance" => r.provenance.is_some(),
+                "upstream" => r.upstream.is_some(),
+                "chainloop" => r.chainloop.is_some(),
+                "rego" => !r.rego.is_empty(),
+                _ => true,
+            });
+            if !configured {
+                let msg = format!(
+                    "rule `{key}` is not configured in this policy's rules; expected a configured rule or `contract`"
+                );
+                self.err(value.loc, &p, msg);
+                ok = false;
+                continue;
+            }
+            match self.string(value, &p, "enforce or warn").as_deref() {
+                Some("enforce") => {
+                    out.insert(key.to_string(), Mode::Enforce);
+                }
+                Some("warn") => {
+                    out.insert(key.to_string(), Mode::Warn);
+                }
+                Some(other) => {
+                    let msg = format!("unknown mode {other:?}; expected one of: enforce, warn");
+                    self.err(value.loc, &p, msg);
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn rego_files(&mut self, node: &Node, path: &str) -> Option<(Vec<PathBuf>, Vec<crate::gate::rego::RegoPolicy>)> {
         const WHAT: &str = "a Rego file with `package tollgate`";
         let items = self.list(node, path, "Rego file paths")?;
         let mut out = Vec::new();
+        let mut compiled = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let ip = format!("{path}[{i}]");
             let Some((file, text)) = self.existing_file(item, &ip, WHAT) else {
@@ -665,9 +808,7 @@ impl Ctx {
                 let mut words = l.split_whitespace();
                 words.next() == Some("package") && words.next() == Some("tollgate") && words.next().is_none()
             });
-            if declares {
-                out.push(file);
-            } else {
+            if !declares {
                 self.err(
                     item.loc,
                     &ip,
@@ -676,9 +817,23 @@ impl Ctx {
                         file.display()
                     ),
                 );
+                continue;
+            }
+            // Compiled now, once: `validate` reports a Rego error with the file, and the daemon
+            // never meets a policy it cannot run.
+            let label = match &item.value {
+                Value::Str(s) => s.clone(),
+                _ => file.display().to_string(),
+            };
+            match crate::gate::rego::compile(&crate::gate::rego::rule_name(&file), &label, &text) {
+                Ok(policy) => {
+                    out.push(file);
+                    compiled.push(policy);
+                }
+                Err(e) => self.err(item.loc, &ip, format!("{e} ({})", file.display())),
             }
         }
-        (out.len() == items.len()).then_some(out)
+        (out.len() == items.len()).then_some((out, compiled))
     }
 
     fn environment(&mut self, name: &str, node: &Node, path: &str, owner: Loc) -> Option<Environment> {
@@ -843,6 +998,14 @@ fn repo_relative(s: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
+/// `ssh://…` or scp-like `git@host:path`.
+fn is_ssh_url(url: &str) -> bool {
+    match url.split_once("://") {
+        Some((scheme, _)) => scheme == "ssh",
+        None => !url.starts_with('/') && is_git_url(url),
+    }
+}
+
 fn is_git_url(url: &str) -> bool {
     if url.chars().any(char::is_whitespace) {
         return false;
@@ -906,6 +1069,13 @@ fn branch_template_problem(t: &str) -> Option<String> {
             return Some(format!("unknown placeholder {{{name}}}"));
         }
         rest = &after[close + 1..];
+    }
+    // tollgate replaces its promotion branches without a fast-forward (a newer candidate supersedes the old
+    // one): keeping them under `tollgate/` means such an update can never land on a branch people work on.
+    if !t.starts_with("tollgate/") {
+        return Some(format!(
+            "{t:?} is outside tollgate's branch namespace: it must start with `tollgate/`"
+        ));
     }
     let literal = t.replace("{env}", "e").replace("{image}", "i");
     let bad = literal.starts_with('/')

@@ -10,8 +10,11 @@ pub mod detect;
 pub mod evidence;
 pub mod policy;
 pub mod record;
+pub mod rego;
 pub mod rules;
+pub mod upstream;
 pub mod verify;
+pub mod waivers;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -89,9 +89,14 @@ impl Record<'_> {
                 format!("{n} {word}s")
             }
         };
+        // The waived count only appears when there is one, so messages without waivers read as before.
+        let waived = match d.count(Outcome::Waived) {
+            0 => String::new(),
+            n => format!(", {n} waived"),
+        };
         let _ = writeln!(
             m,
-            "Policy {} ({}): {} passed, {} failed, {}.",
+            "Policy {} ({}): {} passed, {} failed, {}{waived}.",
             self.policy_name,
             d.mode.as_str(),
             d.count(Outcome::Pass),
@@ -135,6 +140,9 @@ impl Record<'_> {
         for e in &evidence {
             let _ = writeln!(m, "Tollgate-Evidence: {} {}", e.kind.as_str(), e.digest);
         }
+        for w in &d.waivers {
+            let _ = writeln!(m, "Tollgate-Waiver: {}", one_line(&w.trailer()));
+        }
         for code in d.reasons() {
             let _ = writeln!(m, "Tollgate-Reason: {code}");
         }
@@ -165,8 +173,6 @@ pub enum RecordError {
     NotInTarget { image: String, path: String },
     #[error("the remote kept rejecting our push ({attempts} attempts, last: {reason}); will retry on the next pass")]
     Contention { attempts: usize, reason: String },
-    #[error("write mode `branch` is not supported yet for environment `{0}`; nothing was written")]
-    BranchModeUnsupported(String),
     #[error("repository `{0}` has no branch `{1}` to promote into")]
     NoTargetBranch(String, String),
 }
@@ -185,6 +191,12 @@ const MAX_ATTEMPTS: usize = 8;
 /// Writes the promotion commit into `env`: every reference to the candidate's image under the
 /// environment path is pointed at the candidate digest. Compare-and-swap: on a rejected push the
 /// remote is fetched again and the change re-applied on its new head; never forced.
+///
+/// With `write: {mode: branch}` the commit goes onto the promotion branch instead (`{env}` and `{image}`
+/// of the template filled in, see [`promotion_branch`]), on top of the target branch head, ready for a pull
+/// request. A newer candidate for the same environment and image recreates the commit on the current target
+/// head and moves the branch there: the one non-fast-forward update tollgate makes, on its own branch, as a
+/// compare-and-swap against the value last fetched ([`crate::git::Mirror::replace_branch`]).
 pub fn promote(
     mirror: &crate::git::Mirror,
     repo: &crate::config::Repository,
@@ -193,53 +205,43 @@ pub fn promote(
     message: &str,
     detect: &crate::manifest::DetectOptions,
 ) -> Result<Recorded, RecordError> {
-    if let crate::config::WriteMode::Branch { .. } = env.write {
-        return Err(RecordError::BranchModeUnsupported(env.name.clone()));
-    }
     let new = candidate.upstream_ref.with_digest(candidate.digest.clone());
+    let branch = match &env.write {
+        crate::config::WriteMode::Direct => None,
+        crate::config::WriteMode::Branch { branch } => {
+            Some(promotion_branch(branch, &env.name, candidate.upstream_ref.short_name()))
+        }
+    };
     let mut last = String::new();
     for attempt in 1..=MAX_ATTEMPTS {
         let head = mirror
             .fetch()?
             .ok_or_else(|| RecordError::NoTargetBranch(repo.name.clone(), repo.branch.clone()))?;
-        let files = mirror.files_under(head, &env.path)?;
-        let mut changes = Vec::new();
-        let mut seen = false;
-        for (path, bytes) in &files {
-            let Ok(text) = std::str::from_utf8(bytes) else { continue };
-            if !is_manifest_path(path) {
-                continue;
-            }
-            let images = crate::manifest::find_images(path, text, detect).map_err(|source| RecordError::Manifest {
-                file: path.clone(),
-                source,
-            })?;
-            if !images.iter().any(|l| l.image.name == new.name) {
-                continue;
-            }
-            seen = true;
-            let (rewritten, n) =
-                crate::manifest::rewrite_image(path, text, &new.name, &new, detect).map_err(|source| {
-                    RecordError::Manifest {
-                        file: path.clone(),
-                        source,
-                    }
-                })?;
-            if n > 0 && rewritten != text {
-                changes.push((path.clone(), rewritten.into_bytes()));
-            }
-        }
-        if !seen {
-            return Err(RecordError::NotInTarget {
-                image: new.name.clone(),
-                path: env.path.clone(),
-            });
-        }
+        let changes = pin_image(mirror, env, head, &new, detect)?;
         if changes.is_empty() {
+            // The target already runs this digest (promoted directly, or the pull request was merged).
             return Ok(Recorded::AlreadyRecorded);
         }
-        let commit = mirror.commit_files(head, &changes, message, &repo.author)?;
-        match mirror.push_ref(commit, &format!("refs/heads/{}", repo.branch))? {
+        let (commit, outcome) = match &branch {
+            None => {
+                let commit = mirror.commit_files(head, &changes, message, &repo.author)?;
+                (commit, mirror.push_ref(commit, &format!("refs/heads/{}", repo.branch))?)
+            }
+            Some(branch) => {
+                let current = mirror.remote_branch(branch)?;
+                if let Some(tip) = current {
+                    if records_same_decision(&mirror.commit_info(tip)?.message, message) {
+                        return Ok(Recorded::AlreadyRecorded);
+                    }
+                }
+                let commit = mirror.commit_files(head, &changes, message, &repo.author)?;
+                (
+                    commit,
+                    mirror.replace_branch(commit, &format!("refs/heads/{branch}"), current)?,
+                )
+            }
+        };
+        match outcome {
             crate::git::PushOutcome::Pushed => return Ok(Recorded::Written(commit)),
             crate::git::PushOutcome::Rejected { reason } => {
                 tracing::info!(attempt, reason = %reason, "promotion push rejected; re-applying on the new head");
@@ -251,6 +253,95 @@ pub fn promote(
         attempts: MAX_ATTEMPTS,
         reason: last,
     })
+}
+
+/// The files under the environment path at `head` with every reference to `new`'s image pointed at `new`;
+/// empty when they all already are.
+fn pin_image(
+    mirror: &crate::git::Mirror,
+    env: &crate::config::Environment,
+    head: git2::Oid,
+    new: &crate::image::ImageRef,
+    detect: &crate::manifest::DetectOptions,
+) -> Result<Vec<(String, Vec<u8>)>, RecordError> {
+    let files = mirror.files_under(head, &env.path)?;
+    let mut changes = Vec::new();
+    let mut seen = false;
+    for (path, bytes) in &files {
+        let Ok(text) = std::str::from_utf8(bytes) else { continue };
+        if !is_manifest_path(path) {
+            continue;
+        }
+        let manifest_err = |source| RecordError::Manifest {
+            file: path.clone(),
+            source,
+        };
+        let images = crate::manifest::find_images(path, text, detect).map_err(manifest_err)?;
+        if !images.iter().any(|l| l.image.name == new.name) {
+            continue;
+        }
+        seen = true;
+        let (rewritten, n) =
+            crate::manifest::rewrite_image(path, text, &new.name, new, detect).map_err(manifest_err)?;
+        if n > 0 && rewritten != text {
+            changes.push((path.clone(), rewritten.into_bytes()));
+        }
+    }
+    if !seen {
+        return Err(RecordError::NotInTarget {
+            image: new.name.clone(),
+            path: env.path.clone(),
+        });
+    }
+    Ok(changes)
+}
+
+/// Whether the commit message `existing` records the decision that `message` records: same environment,
+/// image (by digest) and policy digest, read from the trailers.
+fn records_same_decision(existing: &str, message: &str) -> bool {
+    let trailers = crate::git::trailers(message);
+    let get = |k: &str| trailers.iter().find(|(tk, _)| tk == k).map(|(_, v)| v.as_str());
+    match (
+        get("Tollgate-Environment"),
+        get("Tollgate-Image"),
+        get("Tollgate-Policy"),
+    ) {
+        (Some(env), Some(image), Some(policy)) => already_recorded(existing, env, image, policy),
+        _ => false,
+    }
+}
+
+/// The promotion branch for `env` and the image short name `image`: the template with `{env}` and `{image}`
+/// filled in, each made safe for a ref name (anything but letters, digits, `.`, `_`, `-` becomes `-`; no
+/// leading `.` or `-`, no `..`, no trailing `.lock`).
+pub fn promotion_branch(template: &str, env: &str, image: &str) -> String {
+    fn component(s: &str) -> String {
+        let mut out: String = s
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        while out.contains("..") {
+            out = out.replace("..", ".");
+        }
+        let mut out = out.trim_start_matches(['.', '-']).trim_end_matches('.').to_string();
+        while let Some(stripped) = out.strip_suffix(".lock") {
+            out = stripped.trim_end_matches('.').to_string();
+        }
+        if out.is_empty() {
+            "_".to_string()
+        } else {
+            out
+        }
+    }
+    template
+        .replace("{env}", &component(env))
+        .replace("{image}", &component(image))
 }
 
 /// Appends a block decision to the note of the upstream commit under `refs/notes/tollgate`, unless
@@ -458,5 +549,62 @@ mod tests {
             .filter(|(k, _)| k == "Tollgate-Decision")
             .collect();
         assert_eq!(decisions, vec![("Tollgate-Decision".to_string(), "block".to_string())]);
+    }
+
+    #[test]
+    fn a_waived_failure_allows_with_a_waiver_trailer() {
+        let waivers = crate::gate::waivers::parse(
+            ".tollgate/waivers.yaml",
+            "- reason: material-missing\n  image: ghcr.io/acme/*\n  expires: 2025-06-30\n  justification: SBOM tooling broken, ACME-17\n  approved_by: jane@acme.example\n",
+        )
+        .unwrap();
+        let (results, applied, expired) = crate::gate::waivers::apply(
+            vec![
+                result(
+                    "contract:SBOM_CYCLONEDX_JSON",
+                    Outcome::Pass,
+                    None,
+                    "ok",
+                    vec![digest(0xab)],
+                ),
+                result(
+                    "contract:SLSA_PROVENANCE",
+                    Outcome::Fail,
+                    Some(ReasonCode::MaterialMissing),
+                    "no SLSA_PROVENANCE found for the image",
+                    vec![],
+                ),
+            ],
+            &waivers,
+            "ghcr.io/acme/payments-api",
+            &digest(0x3f),
+            time::macros::datetime!(2025-03-01 12:00 UTC),
+        );
+        let decision = crate::gate::decide::decide_with(Mode::Enforce, &Default::default(), results, applied, expired);
+        assert_eq!(decision.kind, crate::gate::DecisionKind::Allow);
+        let materials = [sbom()];
+        let pd = digest(0x77);
+        let message = Record {
+            candidate: &candidate(),
+            decision: &decision,
+            policy_name: "prod",
+            policy_digest: &pd,
+            materials: &materials,
+        }
+        .message();
+        insta::assert_snapshot!("allow_waived_message", message);
+        let trailers = crate::git::trailers(&message);
+        let get = |k: &str| {
+            trailers
+                .iter()
+                .filter(|(tk, _)| tk == k)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            get("Tollgate-Waiver"),
+            vec!["material-missing ghcr.io/acme/* expires 2025-06-30 approved-by jane@acme.example"]
+        );
+        assert_eq!(get("Tollgate-Reason"), vec!["waived"]);
     }
 }

@@ -8,20 +8,26 @@
 //! - `.sig` layers (cosign simple signing): a signature over the exact layer bytes whose payload is a
 //!   `cosign container image signature` of the candidate digest.
 //!
-//! Not verified yet, and therefore rejected as `signature-invalid` (tollgate fails closed): keyless
-//! evidence (a Fulcio certificate, checked against the trusted root and Rekor) and Sigstore bundles.
-//! Those rejections still say which predicate type the evidence claims, so that the policy can tell
+//! Verified with `keyless` signers and the pinned trusted root ([`crate::sigstore`]):
+//! - `.att`/`.sig` layers whose signature no configured key verifies but that carry a Fulcio certificate
+//!   (`dev.sigstore.cosign/certificate`) and cosign's Rekor bundle annotation (`dev.sigstore.cosign/bundle`):
+//!   the signature with the certificate key, the chain to the root at the logged time, the SET and the
+//!   logged body, then the identity against each keyless signer.
+//! - Sigstore bundles v0.1–v0.3 (keyless, or keyed with a configured key): everything
+//!   [`crate::sigstore::verify_bundle`] checks, with the candidate digest as the expected subject.
+//!
+//! Rejections still say which predicate type the evidence claims, so that the policy can tell
 //! "SLSA_PROVENANCE present but not verifiable" from "SLSA_PROVENANCE missing".
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use super::{EvidenceSource, Material, MaterialKind, RawEvidence, Rejection, SignerMatch, Verified};
-use crate::config::Signer;
+use crate::config::{Signer, SubjectMatch, Trust};
 use crate::dsse::{self, DsseError, Envelope, Statement};
 use crate::image::Digest;
 use crate::keys::PublicKey;
 use crate::reason::ReasonCode;
+use crate::sigstore::{self, bundle, ArtifactDigest, Bundle, TrustedRoot};
 
 /// The `predicate_type` given to a verified `.sig` (simple-signing) material. A simple-signing payload
 /// is not an in-toto statement, so it does not borrow an in-toto predicate type: Rego and `explain`
@@ -39,6 +45,14 @@ pub const COSIGN_SIGNATURE_TYPE: &str = "cosign container image signature";
 /// Layer annotations written by cosign (the code's names, which win over the spec text).
 pub const ANNOTATION_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
 pub const ANNOTATION_CERTIFICATE: &str = "dev.sigstore.cosign/certificate";
+/// cosign's Rekor bundle: `{SignedEntryTimestamp, Payload: {body, integratedTime, logIndex, logID}}`.
+pub const ANNOTATION_REKOR_BUNDLE: &str = "dev.sigstore.cosign/bundle";
+/// cosign's RFC 3161 timestamp: `{SignedRFC3161Timestamp: base64 DER}`.
+pub const ANNOTATION_RFC3161: &str = "dev.sigstore.cosign/rfc3161timestamp";
+
+/// The `predicate_type` of a verified message-signature bundle: a signature over the candidate's
+/// digest itself, which counts as an [`MaterialKind::ImageSignature`].
+pub const MESSAGE_SIGNATURE_PREDICATE_TYPE: &str = "sigstore/message-signature";
 pub const ANNOTATION_PREDICATE_TYPE: &str = "predicateType";
 /// The predicate type annotation of a bundle referrer (`@sigstore/oci`, cosign v3).
 pub const ANNOTATION_BUNDLE_PREDICATE_TYPE: &str = "dev.sigstore.bundle.predicateType";
@@ -60,12 +74,21 @@ pub enum VerifyError {
     #[error("it is signed by no configured key ({})", tried_keys(.tried))]
     NoKeyMatch { tried: Vec<String> },
     #[error(
-        "keyless verification is not supported yet: it carries a Fulcio certificate \
-         (`{ANNOTATION_CERTIFICATE}`) and no configured key verifies its signature ({}); \
-         keyless evidence is not accepted until certificate, identity and transparency-log checks exist",
+        "it is keyless (a Fulcio certificate) and no trust.trusted_root is configured to check it \
+         (no configured key verifies it either: {})",
         tried_keys(.tried)
     )]
-    KeylessUnsupported { tried: Vec<String> },
+    NoTrustedRoot { tried: Vec<String> },
+    #[error("it is keyless and no keyless signer is configured (trust.signers.<name>.keyless)")]
+    NoKeylessSigner,
+    #[error("its certificate identity {actual} matches no keyless signer ({})", .expected.join("; "))]
+    IdentityMismatch { expected: Vec<String>, actual: String },
+    #[error("its `{ANNOTATION_REKOR_BUNDLE}` annotation is missing or malformed ({detail}): a keyless signature counts only with its transparency-log entry")]
+    NoRekorBundle { detail: String },
+    #[error("its `{ANNOTATION_CERTIFICATE}` annotation is not a PEM certificate")]
+    CertificateNotPem,
+    #[error("{0}")]
+    Sigstore(sigstore::Error),
     #[error(
         "its DSSE payloadType is `{actual}`, not `{}`: the signed payload is not an in-toto statement",
         dsse::INTOTO_PAYLOAD_TYPE
@@ -96,17 +119,19 @@ pub enum VerifyError {
     SigningType { actual: String },
     #[error("it signs image {signed}, not the candidate {candidate}")]
     ImageMismatch { candidate: Digest, signed: String },
-    #[error(
-        "Sigstore bundle verification is not supported yet; the bundle is not accepted until its signature, \
-         certificate and transparency-log entry can be checked"
-    )]
-    BundleUnsupported,
+    #[error("a Sigstore bundle is checked against trust.trusted_root, and no trust.trusted_root is configured")]
+    BundleNeedsRoot,
+    #[error("it is signed with a key and no configured key verifies it ({})", tried_keys(.tried))]
+    BundleNoKey { tried: Vec<String> },
 }
 
 impl VerifyError {
     pub fn reason(&self) -> ReasonCode {
         match self {
             VerifyError::SubjectMismatch { .. } | VerifyError::ImageMismatch { .. } => ReasonCode::SubjectMismatch,
+            VerifyError::IdentityMismatch { .. } => ReasonCode::IdentityMismatch,
+            VerifyError::NoRekorBundle { .. } => ReasonCode::TlogInvalid,
+            VerifyError::Sigstore(e) => e.reason(),
             _ => ReasonCode::SignatureInvalid,
         }
     }
@@ -139,20 +164,34 @@ fn subjects_text(subjects: &[String]) -> String {
 
 /// Verifies each piece of evidence on its own: every one becomes either material(s) or one rejection.
 ///
-/// Only `Signer::Key` signers are used in this first form. When several configured signers verify
-/// the same evidence (two signatures, or one key configured under two names), one [`Material`] is
-/// produced per signer, so that a contract naming any of them finds its match.
-pub fn verify(evidence: &[RawEvidence], candidate: &Digest, signers: &BTreeMap<String, Signer>) -> Verified {
-    let keys: Vec<(&str, &PublicKey)> = signers
+/// When several configured signers verify the same evidence (two signatures, one key configured under
+/// two names, or two keyless identities that both match), one [`Material`] is produced per signer, so
+/// that a contract naming any of them finds its match.
+pub fn verify(evidence: &[RawEvidence], candidate: &Digest, trust: &Trust) -> Verified {
+    let keys: Vec<(&str, &PublicKey)> = trust
+        .signers
         .iter()
         .filter_map(|(name, signer)| match signer {
             Signer::Key { key, .. } => Some((name.as_str(), key)),
             Signer::Keyless { .. } => None,
         })
         .collect();
+    let keyless: Vec<Keyless<'_>> = trust
+        .signers
+        .iter()
+        .filter_map(|(name, signer)| match signer {
+            Signer::Keyless { issuer, subject } => Some(Keyless { name, issuer, subject }),
+            Signer::Key { .. } => None,
+        })
+        .collect();
+    let signers = Signers {
+        keys: &keys,
+        keyless: &keyless,
+        root: trust.root.as_deref(),
+    };
     let mut verified = Verified::default();
     for ev in evidence {
-        match verify_one(ev, candidate, &keys) {
+        match verify_one(ev, candidate, &signers) {
             Ok(materials) => verified.materials.extend(materials),
             Err(err) => verified.rejections.push(rejection(ev, &err)),
         }
@@ -160,8 +199,21 @@ pub fn verify(evidence: &[RawEvidence], candidate: &Digest, signers: &BTreeMap<S
     verified
 }
 
+struct Keyless<'a> {
+    name: &'a str,
+    issuer: &'a str,
+    subject: &'a SubjectMatch,
+}
+
+/// The configured trust, split by kind.
+struct Signers<'a> {
+    keys: &'a [(&'a str, &'a PublicKey)],
+    keyless: &'a [Keyless<'a>],
+    root: Option<&'a TrustedRoot>,
+}
+
 /// Verifies one piece of evidence; `Ok` holds one material per matching signer (never empty).
-fn verify_one(ev: &RawEvidence, candidate: &Digest, keys: &[(&str, &PublicKey)]) -> Result<Vec<Material>, VerifyError> {
+fn verify_one(ev: &RawEvidence, candidate: &Digest, signers: &Signers<'_>) -> Result<Vec<Material>, VerifyError> {
     // The digest names the evidence in trailers and `explain`: it must be the digest of what we verify.
     let actual = Digest::of(&ev.bytes);
     if actual != ev.digest {
@@ -171,13 +223,14 @@ fn verify_one(ev: &RawEvidence, candidate: &Digest, keys: &[(&str, &PublicKey)])
         });
     }
     match ev.source {
-        EvidenceSource::Att => verify_att(ev, candidate, keys),
-        EvidenceSource::Sig => verify_sig(ev, candidate, keys),
-        EvidenceSource::Bundle => Err(VerifyError::BundleUnsupported),
+        EvidenceSource::Att => verify_att(ev, candidate, signers),
+        EvidenceSource::Sig => verify_sig(ev, candidate, signers),
+        EvidenceSource::Bundle => verify_bundle(ev, candidate, signers),
     }
 }
 
-fn verify_att(ev: &RawEvidence, candidate: &Digest, keys: &[(&str, &PublicKey)]) -> Result<Vec<Material>, VerifyError> {
+fn verify_att(ev: &RawEvidence, candidate: &Digest, signers: &Signers<'_>) -> Result<Vec<Material>, VerifyError> {
+    let keys = signers.keys;
     if ev.media_type != dsse::MEDIA_TYPE {
         return Err(VerifyError::MediaType {
             expected: dsse::MEDIA_TYPE,
@@ -192,9 +245,11 @@ fn verify_att(ev: &RawEvidence, candidate: &Digest, keys: &[(&str, &PublicKey)])
         .flat_map(|s| signature_encodings(&s.sig))
         .collect();
     // The signature covers the PAE of the decoded bytes; nothing is parsed before it verifies.
-    let signed_by = matching_signers(keys, &dsse::pae(&envelope.payload_type, &payload), &signatures);
+    let mut signed_by = matching_signers(keys, &dsse::pae(&envelope.payload_type, &payload), &signatures);
     if signed_by.is_empty() {
-        return Err(no_key_error(ev, keys));
+        let content = bundle::Content::Dsse(envelope.clone());
+        let expected = [ArtifactDigest::sha256(&candidate_bytes(candidate))];
+        signed_by = verify_cosign_keyless(ev, content, &expected, signers)?;
     }
 
     if envelope.payload_type != dsse::INTOTO_PAYLOAD_TYPE {
@@ -245,7 +300,8 @@ fn verify_att(ev: &RawEvidence, candidate: &Digest, keys: &[(&str, &PublicKey)])
     Ok(materials(ev, kind, &statement.predicate_type, &signed_by, value))
 }
 
-fn verify_sig(ev: &RawEvidence, candidate: &Digest, keys: &[(&str, &PublicKey)]) -> Result<Vec<Material>, VerifyError> {
+fn verify_sig(ev: &RawEvidence, candidate: &Digest, signers: &Signers<'_>) -> Result<Vec<Material>, VerifyError> {
+    let keys = signers.keys;
     if ev.media_type != SIMPLE_SIGNING_MEDIA_TYPE {
         return Err(VerifyError::MediaType {
             expected: SIMPLE_SIGNING_MEDIA_TYPE,
@@ -259,9 +315,16 @@ fn verify_sig(ev: &RawEvidence, candidate: &Digest, keys: &[(&str, &PublicKey)])
         .ok_or(VerifyError::NoSignatureAnnotation)?;
     let signature = dsse::decode_b64(encoded).ok_or(VerifyError::SignatureNotBase64)?;
     // Over the exact layer bytes: re-serialised JSON (`"optional":null`, key order) would not verify.
-    let signed_by = matching_signers(keys, &ev.bytes, &[signature]);
+    let mut signed_by = matching_signers(keys, &ev.bytes, std::slice::from_ref(&signature));
     if signed_by.is_empty() {
-        return Err(no_key_error(ev, keys));
+        // The signed artifact is the payload itself: its sha256 is what the hashedrekord entry logs.
+        let digest = sigstore::crypto::Hash::Sha256.digest(&ev.bytes);
+        let content = bundle::Content::MessageSignature {
+            algorithm: "SHA2_256".into(),
+            digest: digest.clone(),
+            signature,
+        };
+        signed_by = verify_cosign_keyless(ev, content, &[ArtifactDigest::sha256(&digest)], signers)?;
     }
 
     let payload: serde_json::Value =
@@ -300,18 +363,15 @@ fn materials(
     ev: &RawEvidence,
     kind: MaterialKind,
     predicate_type: &str,
-    signed_by: &[&str],
+    signed_by: &[SignerMatch],
     statement: serde_json::Value,
 ) -> Vec<Material> {
     signed_by
         .iter()
-        .map(|name| Material {
+        .map(|signer| Material {
             kind,
             predicate_type: predicate_type.to_string(),
-            signer: SignerMatch {
-                signer: (*name).to_string(),
-                method: "key",
-            },
+            signer: signer.clone(),
             source: ev.source,
             digest: ev.digest.clone(),
             statement: statement.clone(),
@@ -330,12 +390,210 @@ fn signature_encodings(sig: &str) -> Vec<Vec<u8>> {
     std::iter::once(once).chain(twice).collect()
 }
 
-/// Names of the key signers for which at least one of `signatures` verifies over `msg`, in name order.
-fn matching_signers<'a>(keys: &[(&'a str, &PublicKey)], msg: &[u8], signatures: &[Vec<u8>]) -> Vec<&'a str> {
+/// The key signers for which at least one of `signatures` verifies over `msg`, in name order.
+fn matching_signers(keys: &[(&str, &PublicKey)], msg: &[u8], signatures: &[Vec<u8>]) -> Vec<SignerMatch> {
     keys.iter()
         .filter(|(_, key)| signatures.iter().any(|sig| key.verify(msg, sig)))
-        .map(|(name, _)| *name)
+        .map(|(name, _)| SignerMatch {
+            signer: (*name).to_string(),
+            method: "key",
+        })
         .collect()
+}
+
+fn candidate_bytes(candidate: &Digest) -> Vec<u8> {
+    hex::decode(candidate.hex()).unwrap_or_default()
+}
+
+/// The keyless signers a verified certificate identity matches, or why none does.
+fn keyless_matches(identity: &sigstore::Identity, signers: &Signers<'_>) -> Result<Vec<SignerMatch>, VerifyError> {
+    if signers.keyless.is_empty() {
+        return Err(VerifyError::NoKeylessSigner);
+    }
+    let matched: Vec<SignerMatch> = signers
+        .keyless
+        .iter()
+        .filter(|k| sigstore::verify::identity_matches(identity, k.issuer, k.subject))
+        .map(|k| SignerMatch {
+            signer: k.name.to_string(),
+            method: "keyless",
+        })
+        .collect();
+    if matched.is_empty() {
+        return Err(VerifyError::IdentityMismatch {
+            expected: signers
+                .keyless
+                .iter()
+                .map(|k| {
+                    let subject = match k.subject {
+                        SubjectMatch::Exact(s) => format!("`{s}`"),
+                        SubjectMatch::Regex(re) => format!("/{}/", re.as_str()),
+                    };
+                    format!("{}: {subject} from `{}`", k.name, k.issuer)
+                })
+                .collect(),
+            actual: sigstore::verify::describe(identity),
+        });
+    }
+    Ok(matched)
+}
+
+/// cosign's legacy keyless form: the certificate and the Rekor entry travel as layer annotations.
+/// They are assembled into a v0.1 bundle (which requires the SET) and verified as one.
+fn verify_cosign_keyless(
+    ev: &RawEvidence,
+    content: bundle::Content,
+    expected: &[ArtifactDigest],
+    signers: &Signers<'_>,
+) -> Result<Vec<SignerMatch>, VerifyError> {
+    let Some(pem) = ev
+        .annotations
+        .get(ANNOTATION_CERTIFICATE)
+        .filter(|c| !c.trim().is_empty())
+    else {
+        return Err(no_key_error(ev, signers.keys));
+    };
+    let Some(root) = signers.root else {
+        return Err(VerifyError::NoTrustedRoot {
+            tried: signers.keys.iter().map(|(n, _)| (*n).to_string()).collect(),
+        });
+    };
+    let leaf = sigstore::pem_to_der(pem.as_bytes()).ok_or(VerifyError::CertificateNotPem)?;
+    let entry = rekor_annotation(ev).map_err(|detail| VerifyError::NoRekorBundle { detail })?;
+    let timestamps = rfc3161_annotation(ev);
+    let bundle = Bundle {
+        media_type: "application/vnd.dev.sigstore.bundle+json;version=0.1".into(),
+        version: bundle::Version::V01,
+        material: bundle::VerificationMaterial::Certificates(vec![leaf]),
+        tlog_entries: vec![entry],
+        timestamps,
+        content,
+    };
+    let verified = sigstore::verify_bundle(&bundle, root, expected, &[]).map_err(VerifyError::Sigstore)?;
+    match &verified.signer {
+        sigstore::Signer::Certificate(identity) => keyless_matches(identity, signers),
+        sigstore::Signer::Key(_) => Err(no_key_error(ev, signers.keys)),
+    }
+}
+
+/// The `dev.sigstore.cosign/bundle` annotation as a tlog entry (numbers, and a hex log ID).
+fn rekor_annotation(ev: &RawEvidence) -> Result<bundle::TlogEntry, String> {
+    #[derive(serde::Deserialize)]
+    struct Annotation {
+        #[serde(rename = "SignedEntryTimestamp")]
+        set: String,
+        #[serde(rename = "Payload")]
+        payload: Payload,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Payload {
+        body: String,
+        #[serde(deserialize_with = "bundle::de_i64")]
+        integrated_time: i64,
+        #[serde(deserialize_with = "bundle::de_u64")]
+        log_index: u64,
+        #[serde(rename = "logID")]
+        log_id: String,
+    }
+    let text = ev
+        .annotations
+        .get(ANNOTATION_REKOR_BUNDLE)
+        .ok_or_else(|| "absent".to_string())?;
+    let a: Annotation = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let body = dsse::decode_b64(&a.payload.body).ok_or("Payload.body is not base64")?;
+    let kind: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("Payload.body: {e}"))?;
+    Ok(bundle::TlogEntry {
+        log_index: a.payload.log_index,
+        log_id: hex::decode(&a.payload.log_id).map_err(|_| "Payload.logID is not hex")?,
+        kind: kind["kind"].as_str().unwrap_or_default().to_string(),
+        version: kind["apiVersion"].as_str().unwrap_or_default().to_string(),
+        integrated_time: a.payload.integrated_time,
+        signed_entry_timestamp: Some(dsse::decode_b64(&a.set).ok_or("SignedEntryTimestamp is not base64")?),
+        inclusion_proof: None,
+        body,
+    })
+}
+
+fn rfc3161_annotation(ev: &RawEvidence) -> Vec<Vec<u8>> {
+    ev.annotations
+        .get(ANNOTATION_RFC3161)
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+        .and_then(|v| v["SignedRFC3161Timestamp"].as_str().and_then(dsse::decode_b64))
+        .into_iter()
+        .collect()
+}
+
+/// A Sigstore bundle: keyless against the trusted root and the keyless signers, or keyed against the
+/// configured keys (its transparency-log entries then still need the trusted root).
+fn verify_bundle(ev: &RawEvidence, candidate: &Digest, signers: &Signers<'_>) -> Result<Vec<Material>, VerifyError> {
+    let bundle = Bundle::parse(&ev.bytes).map_err(VerifyError::Sigstore)?;
+    let tried = || signers.keys.iter().map(|(n, _)| (*n).to_string()).collect::<Vec<_>>();
+    let root = signers.root.ok_or(VerifyError::BundleNeedsRoot)?;
+    let expected = [ArtifactDigest::sha256(&candidate_bytes(candidate))];
+    let signed_by = match &bundle.material {
+        bundle::VerificationMaterial::Certificates(_) => {
+            let v = sigstore::verify_bundle(&bundle, root, &expected, &[]).map_err(VerifyError::Sigstore)?;
+            let sigstore::Signer::Certificate(identity) = &v.signer else {
+                return Err(VerifyError::BundleNoKey { tried: tried() });
+            };
+            (keyless_matches(identity, signers)?, v)
+        }
+        bundle::VerificationMaterial::PublicKey { .. } => {
+            if signers.keys.is_empty() {
+                return Err(VerifyError::BundleNoKey { tried: tried() });
+            }
+            // Every configured key that verifies counts, as for `.att` layers.
+            let mut matched = Vec::new();
+            let mut last = None;
+            for (name, key) in signers.keys {
+                match sigstore::verify_bundle(&bundle, root, &expected, &[*key]) {
+                    Ok(v) => {
+                        matched.push(SignerMatch {
+                            signer: (*name).to_string(),
+                            method: "key",
+                        });
+                        last = Some(Ok(v));
+                    }
+                    Err(e @ sigstore::Error::BadSignature { .. }) => {
+                        if last.is_none() {
+                            last = Some(Err(e));
+                        }
+                    }
+                    Err(e) => return Err(VerifyError::Sigstore(e)),
+                }
+            }
+            match last {
+                Some(Ok(v)) => (matched, v),
+                _ => return Err(VerifyError::BundleNoKey { tried: tried() }),
+            }
+        }
+    };
+    let (signed_by, verified) = signed_by;
+    let (kind, predicate_type, statement) = match verified.statement {
+        Some(statement) => {
+            let predicate_type = statement["predicateType"].as_str().unwrap_or_default().to_string();
+            if let Some(annotation) = ev
+                .annotations
+                .get(ANNOTATION_BUNDLE_PREDICATE_TYPE)
+                .filter(|a| !a.is_empty())
+            {
+                if *annotation != predicate_type {
+                    return Err(VerifyError::AnnotationMismatch {
+                        annotation: annotation.clone(),
+                        statement: predicate_type,
+                    });
+                }
+            }
+            (MaterialKind::for_predicate(&predicate_type), predicate_type, statement)
+        }
+        None => (
+            MaterialKind::ImageSignature,
+            MESSAGE_SIGNATURE_PREDICATE_TYPE.to_string(),
+            serde_json::json!({"messageDigest": {"algorithm": "SHA2_256", "digest": candidate.as_str()}}),
+        ),
+    };
+    Ok(materials(ev, kind, &predicate_type, &signed_by, statement))
 }
 
 fn no_key_error(ev: &RawEvidence, keys: &[(&str, &PublicKey)]) -> VerifyError {
@@ -345,7 +603,7 @@ fn no_key_error(ev: &RawEvidence, keys: &[(&str, &PublicKey)]) -> VerifyError {
         .get(ANNOTATION_CERTIFICATE)
         .is_some_and(|c| !c.trim().is_empty());
     if has_certificate {
-        VerifyError::KeylessUnsupported { tried }
+        VerifyError::NoTrustedRoot { tried }
     } else {
         VerifyError::NoKeyMatch { tried }
     }
@@ -422,6 +680,7 @@ fn statement_predicate_type(payload_b64: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::path::PathBuf;
 
     use serde_json::json;
@@ -502,6 +761,18 @@ mod tests {
     fn signed_sig(key: &SigningKey, payload: Vec<u8>) -> RawEvidence {
         let signature = dsse::encode_b64(&key.sign(&payload));
         sig(payload, &signature, &[])
+    }
+
+    /// The trust of the key tests: key signers only, no trusted root.
+    fn verify(evidence: &[RawEvidence], candidate: &Digest, signers: &BTreeMap<String, Signer>) -> Verified {
+        super::verify(
+            evidence,
+            candidate,
+            &Trust {
+                signers: signers.clone(),
+                ..Trust::default()
+            },
+        )
     }
 
     /// The single rejection of verifying one piece of evidence.
@@ -811,7 +1082,7 @@ mod tests {
     }
 
     #[test]
-    fn keyless_evidence_is_not_accepted_in_this_form() {
+    fn keyless_evidence_without_a_trusted_root_is_signature_invalid() {
         let signer = SigningKey::generate(); // stands in for the Fulcio certificate's key
         let configured = SigningKey::generate();
         let env = Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, &statement(&candidate(), SLSA), &signer).to_json();
@@ -821,7 +1092,7 @@ mod tests {
         );
         assert_eq!(r.reason, ReasonCode::SignatureInvalid);
         assert!(
-            r.message.contains("keyless verification is not supported yet"),
+            r.message.contains("no trust.trusted_root is configured"),
             "{}",
             r.message
         );
@@ -834,7 +1105,7 @@ mod tests {
             &BTreeMap::new(),
         );
         assert!(
-            r.message.contains("keyless verification is not supported yet"),
+            r.message.contains("no trust.trusted_root is configured"),
             "{}",
             r.message
         );
@@ -1000,7 +1271,7 @@ mod tests {
         let r = rejected(ev, &s);
         assert_eq!(r.reason, ReasonCode::SignatureInvalid);
         assert!(
-            r.message.contains("bundle verification is not supported yet"),
+            r.message.contains("no trust.trusted_root is configured"),
             "{}",
             r.message
         );
@@ -1102,5 +1373,193 @@ mod tests {
             let r = verify(&[att(envelope.to_vec(), &[])], &subject, &fixture_signer(wrong));
             assert_eq!(r.rejections[0].reason, ReasonCode::SignatureInvalid, "{algorithm}");
         }
+    }
+
+    // ---- keyless, with real cosign and bundle vectors (tests/vectors/SOURCES.tsv) ----
+
+    const GH_ISSUER: &str = "https://token.actions.githubusercontent.com";
+
+    fn vector(rel: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/vectors")
+            .join(rel);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    fn keyless_trust(signers: &[(&str, &str, SubjectMatch)]) -> Trust {
+        let text = String::from_utf8(vector("trust/sigstore-public-good.trusted_root.json")).unwrap();
+        Trust {
+            trusted_root: None,
+            root: Some(std::sync::Arc::new(TrustedRoot::parse(&text).unwrap())),
+            signers: signers
+                .iter()
+                .map(|(name, issuer, subject)| {
+                    (
+                        name.to_string(),
+                        Signer::Keyless {
+                            issuer: issuer.to_string(),
+                            subject: subject.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn exact(s: &str) -> SubjectMatch {
+        SubjectMatch::Exact(s.to_string())
+    }
+
+    fn digest(s: &str) -> Digest {
+        s.parse().unwrap()
+    }
+
+    /// The containers/image `.sig` fixture signed keylessly by mitr@redhat.com (vectors README §5).
+    fn keyless_sig() -> RawEvidence {
+        let dir = "cosign-simplesigning/dir-img-cosign-fulcio-rekor-valid/extracted";
+        let text = |f: &str| String::from_utf8(vector(&format!("{dir}/{f}"))).unwrap();
+        let signature = text("signature.b64");
+        let cert = text("certificate.pem");
+        let rekor = text("rekor-bundle.json");
+        sig(
+            vector(&format!("{dir}/payload.json")),
+            signature.trim(),
+            &[(ANNOTATION_CERTIFICATE, &cert), (ANNOTATION_REKOR_BUNDLE, &rekor)],
+        )
+    }
+
+    const SIG_IMAGE: &str = "sha256:0489474da8ea22426ece86ace6c1c0026ab2fd3cdfbbd62b7e94650266c37d9a";
+
+    #[test]
+    fn accepts_a_keyless_cosign_signature_of_a_matching_identity() {
+        let trust = keyless_trust(&[
+            ("mitr", "https://github.com/login/oauth", exact("mitr@redhat.com")),
+            ("other", "https://github.com/login/oauth", exact("someone@example.com")),
+        ]);
+        let v = super::verify(&[keyless_sig()], &digest(SIG_IMAGE), &trust);
+        assert!(v.rejections.is_empty(), "{:?}", v.rejections);
+        assert_eq!(v.materials.len(), 1);
+        let m = &v.materials[0];
+        assert_eq!(m.kind, MaterialKind::ImageSignature);
+        assert_eq!(
+            m.signer,
+            SignerMatch {
+                signer: "mitr".into(),
+                method: "keyless"
+            }
+        );
+    }
+
+    #[test]
+    fn keyless_cosign_signature_failures_have_the_right_reason() {
+        let good = || keyless_trust(&[("mitr", "https://github.com/login/oauth", exact("mitr@redhat.com"))]);
+        let one = |ev: RawEvidence, trust: &Trust, candidate: &str| {
+            let v = super::verify(&[ev], &digest(candidate), trust);
+            assert!(v.materials.is_empty(), "{:?}", v.materials);
+            v.rejections.into_iter().next().unwrap()
+        };
+        let wrong_subject = keyless_trust(&[("x", "https://github.com/login/oauth", exact("eve@example.com"))]);
+        let r = one(keyless_sig(), &wrong_subject, SIG_IMAGE);
+        assert_eq!(r.reason, ReasonCode::IdentityMismatch, "{}", r.message);
+        assert!(r.message.contains("mitr@redhat.com"), "{}", r.message);
+        let wrong_issuer = keyless_trust(&[("x", GH_ISSUER, exact("mitr@redhat.com"))]);
+        assert_eq!(
+            one(keyless_sig(), &wrong_issuer, SIG_IMAGE).reason,
+            ReasonCode::IdentityMismatch
+        );
+
+        let r = one(keyless_sig(), &good(), &other_image().to_string());
+        assert_eq!(r.reason, ReasonCode::SubjectMismatch, "{}", r.message);
+
+        // The SET covers integratedTime: moving it by a second breaks the log's signature.
+        let mut moved = keyless_sig();
+        let rekor = moved.annotations[ANNOTATION_REKOR_BUNDLE].replace("1674247893", "1674247894");
+        moved.annotations.insert(ANNOTATION_REKOR_BUNDLE.into(), rekor);
+        let r = one(moved, &good(), SIG_IMAGE);
+        assert_eq!(r.reason, ReasonCode::TlogInvalid, "{}", r.message);
+
+        let mut no_rekor = keyless_sig();
+        no_rekor.annotations.remove(ANNOTATION_REKOR_BUNDLE);
+        assert_eq!(one(no_rekor, &good(), SIG_IMAGE).reason, ReasonCode::TlogInvalid);
+
+        // A payload that is not the signed one.
+        let mut tampered = keyless_sig();
+        tampered.bytes = String::from_utf8(tampered.bytes)
+            .unwrap()
+            .replace("fulcio-rekor-1", "fulcio-rekor-2")
+            .into_bytes();
+        tampered.digest = Digest::of(&tampered.bytes);
+        assert_eq!(one(tampered, &good(), SIG_IMAGE).reason, ReasonCode::SignatureInvalid);
+    }
+
+    #[test]
+    fn accepts_a_keyless_cosign_attestation_layer() {
+        let manifest: serde_json::Value = serde_json::from_slice(&vector(
+            "cosign-attestation-slsa-container/att-manifest.sha256-21454caf.json",
+        ))
+        .unwrap();
+        let annotations: Vec<(String, String)> = manifest["layers"][0]["annotations"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        let refs: Vec<(&str, &str)> = annotations.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let ev = att(
+            vector("cosign-attestation-slsa-container/att-layer.dsse.sha256-e163b472.json"),
+            &refs,
+        );
+        let workflow = "https://github.com/slsa-framework/slsa-github-generator/.github/workflows/generator_container_slsa3.yml@refs/tags/v2.1.0";
+        let trust = keyless_trust(&[(
+            "slsa",
+            GH_ISSUER,
+            SubjectMatch::Regex(
+                regex::Regex::new("^https://github\\.com/slsa-framework/slsa-github-generator/").unwrap(),
+            ),
+        )]);
+        let image = digest("sha256:234e2c830c2fb31ac5671789d22adfe44d30c3ee831d01beae5e237841a13122");
+        let v = super::verify(std::slice::from_ref(&ev), &image, &trust);
+        assert!(v.rejections.is_empty(), "{:?}", v.rejections);
+        assert_eq!(v.materials[0].kind, MaterialKind::SlsaProvenance);
+        assert_eq!(v.materials[0].signer.method, "keyless");
+        let elsewhere = keyless_trust(&[("x", GH_ISSUER, exact(&workflow.replace("v2.1.0", "v2.0.0")))]);
+        let v = super::verify(&[ev], &image, &elsewhere);
+        assert_eq!(v.rejections[0].reason, ReasonCode::IdentityMismatch);
+    }
+
+    #[test]
+    fn accepts_a_cosign_v3_bundle_as_an_image_signature() {
+        let bytes = vector("cosign-v3-bundle/kubewarden-controller-v1.34.0.bundle_v03.json");
+        let ev = evidence(
+            EvidenceSource::Bundle,
+            "application/vnd.dev.sigstore.bundle.v0.3+json",
+            bytes,
+            &[],
+        );
+        let trust = keyless_trust(&[(
+            "kubewarden",
+            GH_ISSUER,
+            exact(
+                "https://github.com/kubewarden/kubewarden-controller/.github/workflows/release.yml@refs/tags/v1.34.0",
+            ),
+        )]);
+        let image = digest("sha256:c811d58de79c92f03214e63aa339484e488d694ae8a6283b5f3f17a9faf50172");
+        let v = super::verify(std::slice::from_ref(&ev), &image, &trust);
+        assert!(v.rejections.is_empty(), "{:?}", v.rejections);
+        let m = &v.materials[0];
+        assert_eq!(
+            (m.kind, m.source),
+            (MaterialKind::ImageSignature, EvidenceSource::Bundle)
+        );
+        assert_eq!(m.predicate_type, "https://sigstore.dev/cosign/sign/v1");
+        assert_eq!(m.signer.signer, "kubewarden");
+        let zero = digest(&format!("sha256:{}", "0".repeat(64)));
+        let v = super::verify(&[ev], &zero, &trust);
+        assert_eq!(
+            v.rejections[0].reason,
+            ReasonCode::SubjectMismatch,
+            "{}",
+            v.rejections[0].message
+        );
     }
 }

@@ -1,4 +1,7 @@
-//! The libgit2 credentials callback for [`GitAuth`]: answers once, then gives up with a message that says why.
+//! The libgit2 callbacks that say who tollgate is and who the server is: credentials for [`GitAuth`], and the
+//! server check against `known_hosts_file` (SSH) or `ca_file` (HTTPS), see `trust.rs`.
+//!
+//! The credentials callback answers once, then gives up with a message that says why.
 //!
 //! libgit2 calls the callback again after the remote rejects what it returned, and keeps doing so for as long
 //! as the callback hands out credentials: returning the same wrong token would loop forever. So every
@@ -6,11 +9,24 @@
 //! [`AuthState`] so the caller can report it as [`super::GitError::Auth`] instead of a bare libgit2 error.
 
 use std::cell::{Cell, RefCell};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use git2::{Cred, CredentialType, RemoteCallbacks};
+use git2::cert::Cert;
+use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
 
+use super::trust::{self, HostKeyCheck};
 use crate::config::GitAuth;
+
+/// How to reach and trust one remote, from `repositories.<name>`.
+#[derive(Debug, Clone)]
+pub(crate) struct Access {
+    pub(crate) auth: GitAuth,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) known_hosts_file: Option<PathBuf>,
+    /// From the URL: libgit2 tells the certificate callback the host but not the port, and `known_hosts`
+    /// lists non-default ports as `[host]:port`.
+    pub(crate) ssh_port: u16,
+}
 
 /// The HTTPS user name for token auth: accepted with a token as password by GitHub, Gitea and GitLab.
 const TOKEN_USERNAME: &str = "x-access-token";
@@ -22,12 +38,25 @@ const DEFAULT_SSH_USER: &str = "git";
 pub(crate) struct AuthState {
     attempts: Cell<u32>,
     failure: RefCell<Option<String>>,
+    /// Why the server's identity was not accepted, if it was not.
+    server: RefCell<Option<String>>,
 }
 
 impl AuthState {
     /// Why the callback refused to go on, if it did: the actionable cause of an authentication failure.
     pub(crate) fn failure(&self) -> Option<String> {
         self.failure.borrow().clone()
+    }
+
+    /// Why the server's host key or certificate was refused, if it was.
+    pub(crate) fn server_failure(&self) -> Option<String> {
+        self.server.borrow().clone()
+    }
+
+    fn refuse_server(&self, message: String) -> git2::Error {
+        let err = git2::Error::new(git2::ErrorCode::Certificate, git2::ErrorClass::Ssh, message.as_str());
+        *self.server.borrow_mut() = Some(message);
+        err
     }
 
     fn fail(&self, message: String) -> git2::Error {
@@ -37,11 +66,69 @@ impl AuthState {
     }
 }
 
-/// Remote callbacks with the credentials callback for `auth` installed; add push callbacks on top.
-pub(crate) fn callbacks<'a>(auth: &'a GitAuth, state: &'a AuthState) -> RemoteCallbacks<'a> {
+/// Remote callbacks with the credentials and server checks for `access` installed; add push callbacks on top.
+pub(crate) fn callbacks<'a>(access: &'a Access, state: &'a AuthState) -> RemoteCallbacks<'a> {
     let mut cbs = RemoteCallbacks::new();
-    cbs.credentials(move |_url, username_from_url, allowed| credentials(auth, state, username_from_url, allowed));
+    cbs.credentials(move |_url, username_from_url, allowed| {
+        credentials(&access.auth, state, username_from_url, allowed)
+    });
+    cbs.certificate_check(move |cert, host| check_server(access, state, cert, host));
     cbs
+}
+
+/// Accepts the server if the configured file vouches for it. Without `known_hosts_file` libgit2's own check
+/// against `~/.ssh/known_hosts` decides (an unlisted key is refused there too); without `ca_file` the system
+/// trust store decides.
+fn check_server(
+    access: &Access,
+    state: &AuthState,
+    cert: &Cert<'_>,
+    host: &str,
+) -> Result<CertificateCheckStatus, git2::Error> {
+    if let Some(hostkey) = cert.as_hostkey() {
+        let Some(file) = &access.known_hosts_file else {
+            return Ok(CertificateCheckStatus::CertificatePassthrough);
+        };
+        let name = trust::known_hosts_name(host, access.ssh_port);
+        let fingerprint = hostkey
+            .hash_sha256()
+            .map(|h| {
+                use base64::Engine as _;
+                format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(h))
+            })
+            .unwrap_or_else(|| "unknown fingerprint".into());
+        let Some(key) = hostkey.hostkey() else {
+            return Err(state.refuse_server(format!("{name} sent no host key")));
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| state.refuse_server(format!("cannot read known_hosts_file {}: {e}", file.display())))?;
+        let file = file.display();
+        return match trust::check_known_hosts(&text, &name, key) {
+            HostKeyCheck::Match => Ok(CertificateCheckStatus::CertificateOk),
+            HostKeyCheck::Mismatch => Err(state.refuse_server(format!(
+                "the SSH host key of {name} ({fingerprint}) is not the one listed in {file}: the server key changed \
+                 or someone is in the middle; update the file only after checking the new key out of band"
+            ))),
+            HostKeyCheck::Unknown => Err(state.refuse_server(format!(
+                "{name} (host key {fingerprint}) is not listed in known_hosts_file {file}; add it \
+                 (`ssh-keyscan -p PORT HOST`, checked out of band)"
+            ))),
+            HostKeyCheck::Revoked => Err(state.refuse_server(format!(
+                "the SSH host key of {name} ({fingerprint}) is marked @revoked in {file}"
+            ))),
+        };
+    }
+    if let (Some(x509), Some(ca_file)) = (cert.as_x509(), &access.ca_file) {
+        return match trust::verify_server_certificate(ca_file, x509.data(), host, rustls_pki_types::UnixTime::now()) {
+            Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
+            Err(why) => {
+                // The system store may still trust it; if it does not, this is the reason worth reporting.
+                *state.server.borrow_mut() = Some(why);
+                Ok(CertificateCheckStatus::CertificatePassthrough)
+            }
+        };
+    }
+    Ok(CertificateCheckStatus::CertificatePassthrough)
 }
 
 fn credentials(

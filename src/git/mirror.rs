@@ -12,19 +12,22 @@ use std::path::{Path, PathBuf};
 
 use git2::build::TreeUpdateBuilder;
 use git2::{
-    AutotagOption, ErrorCode, FetchOptions, FetchPrune, FileMode, ObjectType, Oid, PushOptions, Reference, Repository,
-    RepositoryInitOptions, Signature, TreeWalkMode, TreeWalkResult,
+    AutotagOption, Direction, ErrorCode, FetchOptions, FetchPrune, FileMode, ObjectType, Oid, PushOptions, Reference,
+    Repository, RepositoryInitOptions, Signature, TreeWalkMode, TreeWalkResult,
 };
 
-use super::auth::{self, AuthState};
-use super::{CommitInfo, GitError, PushOutcome, NOTES_REF, STATE_REF_PREFIX};
-use crate::config::{self, Author, GitAuth};
+use super::auth::{self, Access, AuthState};
+use super::{CommitInfo, GitError, PushOutcome, NOTES_REF, REPLACEABLE_BRANCH_PREFIX, STATE_REF_PREFIX};
+use crate::config::{self, Author, CommitSigning};
 
 const REMOTE: &str = "origin";
 const NOTES_TRACKING: &str = "refs/tollgate-remote/notes";
 const STATE_TRACKING_PREFIX: &str = "refs/tollgate-remote/state/";
 /// Where [`Mirror::note_commit`] lets libgit2 build a notes commit; never pushed under this name.
 const NOTES_SCRATCH: &str = "refs/tollgate-local/notes";
+/// tollgate's own keyring for `signing: {gpg_key_file}`, inside the mirror folder (nothing there is the only
+/// copy of anything: the key file is).
+const GNUPG_HOME: &str = "tollgate-gnupg";
 
 /// A bare mirror of one remote repository at `<state_dir>/repos/<name>.git`. Not `Sync` (libgit2 handles are
 /// not); give each blocking task its own, or guard one with a mutex.
@@ -34,7 +37,8 @@ pub struct Mirror {
     name: String,
     url: String,
     branch: String,
-    auth: GitAuth,
+    access: Access,
+    signing: Option<CommitSigning>,
 }
 
 impl fmt::Debug for Mirror {
@@ -95,7 +99,13 @@ impl Mirror {
             name: repo.name.clone(),
             url: repo.url.clone(),
             branch: repo.branch.clone(),
-            auth: repo.auth.clone(),
+            access: Access {
+                auth: repo.auth.clone(),
+                ca_file: repo.ca_file.clone(),
+                known_hosts_file: repo.known_hosts_file.clone(),
+                ssh_port: super::trust::ssh_host_port(&repo.url).map_or(22, |(_, port)| port),
+            },
+            signing: repo.signing.clone(),
         })
     }
 
@@ -114,28 +124,36 @@ impl Mirror {
         &self.repo
     }
 
-    /// Fetches the branch, `refs/notes/tollgate` and `refs/tollgate/*` into the tracking refs, force-updating
-    /// and pruning them (they mirror the remote). Returns the remote branch head, `None` if it does not exist.
+    /// Fetches the branch, tollgate's own branches (`refs/heads/tollgate/*`: promotion branches of
+    /// `write: {mode: branch}`), `refs/notes/tollgate` and `refs/tollgate/*` into the tracking refs,
+    /// force-updating and pruning them (they mirror the remote). Returns the remote branch head, `None` if it
+    /// does not exist.
     pub fn fetch(&self) -> Result<Option<Oid>, GitError> {
         let branch = &self.branch;
-        let refspecs = [
+        let mut refspecs = vec![
             format!("+refs/heads/{branch}:refs/remotes/{REMOTE}/{branch}"),
             format!("+{NOTES_REF}:{NOTES_TRACKING}"),
             format!("+{STATE_REF_PREFIX}*:{STATE_TRACKING_PREFIX}*"),
         ];
+        // A configured branch inside the namespace is already covered (two refspecs writing one ref is an error).
+        if !branch.starts_with(REPLACEABLE_BRANCH_PREFIX) {
+            refspecs.push(format!(
+                "+refs/heads/{REPLACEABLE_BRANCH_PREFIX}*:refs/remotes/{REMOTE}/{REPLACEABLE_BRANCH_PREFIX}*"
+            ));
+        }
         let state = AuthState::default();
         let mut remote = self
             .repo
             .find_remote(REMOTE)
             .map_err(|e| self.git_err("finding remote origin", e))?;
         let mut opts = FetchOptions::new();
-        opts.remote_callbacks(auth::callbacks(&self.auth, &state))
+        opts.remote_callbacks(auth::callbacks(&self.access, &state))
             .download_tags(AutotagOption::None)
             .prune(FetchPrune::On)
             .update_fetchhead(false);
         remote
             .fetch(&refspecs, Some(&mut opts), Some("tollgate: fetch"))
-            .map_err(|source| match self.auth_failure(&state, &source) {
+            .map_err(|source| match self.transport_failure(&state, &source) {
                 Some(e) => e,
                 None => GitError::Fetch {
                     repo: self.name.clone(),
@@ -149,6 +167,15 @@ impl Mirror {
     /// The remote branch head as last fetched (or pushed by this mirror).
     pub fn head(&self) -> Result<Option<Oid>, GitError> {
         self.read_ref(&format!("refs/remotes/{REMOTE}/{}", self.branch))
+    }
+
+    /// Another remote branch as last fetched (or pushed by this mirror): one of tollgate's own
+    /// (`tollgate/…`, which [`Mirror::fetch`] mirrors), or a branch this mirror pushed.
+    pub fn remote_branch(&self, branch: &str) -> Result<Option<Oid>, GitError> {
+        if !Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+            return Err(self.invalid("branch", branch, "it is not a valid git branch name"));
+        }
+        self.read_ref(&format!("refs/remotes/{REMOTE}/{branch}"))
     }
 
     /// Every blob under the folder `path` (`""` = the root) at `commit`, recursively, as (repo-relative path,
@@ -305,9 +332,40 @@ impl Mirror {
             .find_tree(tree_id)
             .map_err(|e| self.git_err("reading a tree", e))?;
         let sig = self.signature(author)?;
+        self.write_commit(&sig, &sig, message, &tree, &[&parent])
+    }
+
+    /// A commit object, signed when `signing` is configured (the `gpgsig` header, as `git commit -S`).
+    fn write_commit(
+        &self,
+        author: &Signature<'_>,
+        committer: &Signature<'_>,
+        message: &str,
+        tree: &git2::Tree<'_>,
+        parents: &[&git2::Commit<'_>],
+    ) -> Result<Oid, GitError> {
+        let Some(signing) = &self.signing else {
+            return self
+                .repo
+                .commit(None, author, committer, message, tree, parents)
+                .map_err(|e| self.git_err("writing a commit", e));
+        };
+        let buffer = self
+            .repo
+            .commit_create_buffer(author, committer, message, tree, parents)
+            .map_err(|e| self.git_err("writing a commit", e))?;
+        let content = std::str::from_utf8(&buffer)
+            .map_err(|_| self.git_err("signing a commit", git2::Error::from_str("the commit is not UTF-8")))?;
+        let signature =
+            super::sign::sign(signing, &self.path.join(GNUPG_HOME), content.as_bytes()).map_err(|message| {
+                GitError::Sign {
+                    repo: self.name.clone(),
+                    message,
+                }
+            })?;
         self.repo
-            .commit(None, &sig, &sig, message, &tree, &[&parent])
-            .map_err(|e| self.git_err("writing a commit", e))
+            .commit_signed(content, &signature, Some("gpgsig"))
+            .map_err(|e| self.git_err("writing a signed commit", e))
     }
 
     /// Pushes `local` to `remote_ref` (a full ref name: `refs/heads/main`, `refs/notes/tollgate`,
@@ -327,9 +385,45 @@ impl Mirror {
             return Err(self.invalid("ref name", remote_ref, "pushes need a full, valid ref name (refs/…)"));
         }
         let outcome = match local_path(&self.url) {
-            Some(path) => self.push_local(&path, local, remote_ref)?,
-            None => self.push_remote(local, remote_ref)?,
+            Some(path) => self.push_local(&path, local, remote_ref, None)?,
+            None => self.push_remote(local, remote_ref, None)?,
         };
+        self.after_push(local, remote_ref, outcome)
+    }
+
+    /// Moves one of tollgate's own branches (`refs/heads/tollgate/…`) to `local` whether or not that is a
+    /// fast-forward, provided the remote still holds `expected` (`None`: the branch does not exist): a
+    /// compare-and-swap against the value last fetched, so a concurrent writer's update is never lost, it makes
+    /// this push come back [`PushOutcome::Rejected`]. Only promotion branches are ever replaced like this; the
+    /// environment branch, notes and state refs only move forward ([`Mirror::push_ref`]).
+    ///
+    /// Local remotes: the ref is swapped atomically from `expected`. Network remotes: the push connects, checks
+    /// that the advertised value is `expected`, then sends a forced update on the same connection; the server
+    /// receives the advertised value as the old value and `git receive-pack` applies the update only if the ref
+    /// still holds it. The residual race is with servers that ignore the old value of a forced update: a
+    /// writer that moved the branch between the advertisement and the update would be overwritten. That
+    /// writer could only be another tollgate replica promoting the same image into the same environment, and
+    /// its own next pass finds the branch moved and rewrites it again, so the branch converges on the newest
+    /// candidate either way.
+    pub fn replace_branch(&self, local: Oid, remote_ref: &str, expected: Option<Oid>) -> Result<PushOutcome, GitError> {
+        let ours = remote_ref
+            .strip_prefix("refs/heads/")
+            .is_some_and(|b| b.starts_with(REPLACEABLE_BRANCH_PREFIX));
+        if !ours || !Reference::is_valid_name(remote_ref) {
+            return Err(self.invalid(
+                "ref name",
+                remote_ref,
+                "only tollgate's own branches (refs/heads/tollgate/…) are ever replaced",
+            ));
+        }
+        let outcome = match local_path(&self.url) {
+            Some(path) => self.push_local(&path, local, remote_ref, Some(expected))?,
+            None => self.push_remote(local, remote_ref, Some(expected))?,
+        };
+        self.after_push(local, remote_ref, outcome)
+    }
+
+    fn after_push(&self, local: Oid, remote_ref: &str, outcome: PushOutcome) -> Result<PushOutcome, GitError> {
         if outcome == PushOutcome::Pushed {
             if let Some(tracking) = self.tracking_ref(remote_ref) {
                 self.repo
@@ -374,8 +468,19 @@ impl Mirror {
         self.repo
             .note(&sig, &sig, Some(NOTES_SCRATCH), commit, text, true)
             .map_err(|e| self.git_err("writing a note", e))?;
-        self.read_ref(NOTES_SCRATCH)?
-            .ok_or_else(|| self.git_err("writing a note", git2::Error::from_str("the notes ref vanished")))
+        let notes = self
+            .read_ref(NOTES_SCRATCH)?
+            .ok_or_else(|| self.git_err("writing a note", git2::Error::from_str("the notes ref vanished")))?;
+        if self.signing.is_none() {
+            return Ok(notes);
+        }
+        // libgit2 cannot sign the notes commit it makes: rewrite the same tree, parents and message signed.
+        let unsigned = self.find_commit(notes)?;
+        let tree = unsigned.tree().map_err(|e| self.git_err("reading a tree", e))?;
+        let parents = unsigned.parents().collect::<Vec<_>>();
+        let parents: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        let message = String::from_utf8_lossy(unsigned.message_bytes()).into_owned();
+        self.write_commit(&sig, &sig, &message, &tree, &parents)
     }
 
     /// tollgate's state ref `refs/tollgate/<name>` (e.g. `processed/prod`), as last fetched or pushed.
@@ -389,15 +494,25 @@ impl Mirror {
 
     // --- pushing -----------------------------------------------------------------------------------------
 
-    fn push_remote(&self, local: Oid, remote_ref: &str) -> Result<PushOutcome, GitError> {
+    /// `lease`: `None` pushes a fast-forward only; `Some(expected)` replaces the ref if it holds `expected`.
+    fn push_remote(&self, local: Oid, remote_ref: &str, lease: Option<Option<Oid>>) -> Result<PushOutcome, GitError> {
         let state = AuthState::default();
         let refused: RefCell<Vec<String>> = RefCell::new(Vec::new());
+        let push_err = |source: git2::Error| {
+            self.transport_failure(&state, &source)
+                .unwrap_or_else(|| GitError::Push {
+                    repo: self.name.clone(),
+                    url: self.url.clone(),
+                    refname: remote_ref.to_string(),
+                    source,
+                })
+        };
         let result = {
             let mut remote = self
                 .repo
                 .find_remote(REMOTE)
                 .map_err(|e| self.git_err("finding remote origin", e))?;
-            let mut cbs = auth::callbacks(&self.auth, &state);
+            let mut cbs = auth::callbacks(&self.access, &state);
             // A push that the server refuses still "succeeds" as a libgit2 call: the per-ref status is the
             // only place a server-side refusal (stale old value, hook, protected branch) shows up.
             cbs.push_update_reference(|refname, status| {
@@ -408,8 +523,32 @@ impl Mirror {
             });
             let mut opts = PushOptions::new();
             opts.remote_callbacks(cbs);
-            // No `+`: never forced.
-            remote.push(&[format!("{local}:{remote_ref}")], Some(&mut opts))
+            match lease {
+                // No `+`: never forced.
+                None => remote.push(&[format!("{local}:{remote_ref}")], Some(&mut opts)),
+                Some(expected) => {
+                    let mut conn = remote
+                        .connect_auth(Direction::Push, Some(auth::callbacks(&self.access, &state)), None)
+                        .map_err(push_err)?;
+                    let advertised = conn
+                        .list()
+                        .map_err(push_err)?
+                        .iter()
+                        .find(|head| head.name() == remote_ref)
+                        .map(|head| head.oid());
+                    if advertised != expected {
+                        return Ok(PushOutcome::Rejected {
+                            reason: format!(
+                                "{remote_ref}: the remote holds {}, expected {}",
+                                show(advertised),
+                                show(expected)
+                            ),
+                        });
+                    }
+                    // Forced, on the connection whose advertisement was just checked (see `replace_branch`).
+                    conn.remote().push(&[format!("+{local}:{remote_ref}")], Some(&mut opts))
+                }
+            }
         };
         match result {
             Ok(()) => {}
@@ -420,14 +559,7 @@ impl Mirror {
                     reason: format!("{remote_ref}: {}", e.message()),
                 });
             }
-            Err(source) => {
-                return Err(self.auth_failure(&state, &source).unwrap_or_else(|| GitError::Push {
-                    repo: self.name.clone(),
-                    url: self.url.clone(),
-                    refname: remote_ref.to_string(),
-                    source,
-                }));
-            }
+            Err(source) => return Err(push_err(source)),
         }
         let refused = refused.into_inner();
         if refused.is_empty() {
@@ -441,7 +573,13 @@ impl Mirror {
 
     /// Push into a repository on this machine: copy the missing objects, then move the ref with an atomic
     /// compare-and-swap from the value it was checked at, as `git receive-pack` does.
-    fn push_local(&self, remote_path: &Path, local: Oid, remote_ref: &str) -> Result<PushOutcome, GitError> {
+    fn push_local(
+        &self,
+        remote_path: &Path,
+        local: Oid,
+        remote_ref: &str,
+        lease: Option<Option<Oid>>,
+    ) -> Result<PushOutcome, GitError> {
         let push_err = |source| GitError::Push {
             repo: self.name.clone(),
             url: self.url.clone(),
@@ -467,7 +605,19 @@ impl Mirror {
         if old == Some(local) {
             return Ok(PushOutcome::Pushed);
         }
-        if let Some(old) = old {
+        if let Some(expected) = lease {
+            // A replacement: the value last fetched must still be there; whether `local` descends from it
+            // does not matter (the swap below is atomic from `old`, which equals `expected`).
+            if old != expected {
+                return Ok(PushOutcome::Rejected {
+                    reason: format!(
+                        "{remote_ref}: the remote holds {}, expected {}",
+                        show(old),
+                        show(expected)
+                    ),
+                });
+            }
+        } else if let Some(old) = old {
             let odb = self
                 .repo
                 .odb()
@@ -585,8 +735,24 @@ impl Mirror {
         }
     }
 
-    /// An authentication error, if that is what `source` is.
-    fn auth_failure(&self, state: &AuthState, source: &git2::Error) -> Option<GitError> {
+    /// An authentication or server identity error, if that is what `source` is.
+    fn transport_failure(&self, state: &AuthState, source: &git2::Error) -> Option<GitError> {
+        // libgit2 reports a certificate its TLS check refused as a plain SSL-class error.
+        if source.code() == ErrorCode::Certificate || source.class() == git2::ErrorClass::Ssl {
+            let message = state.server_failure().unwrap_or_else(|| {
+                let hint = if super::trust::ssh_host_port(&self.url).is_some() {
+                    "the SSH host key is not listed in ~/.ssh/known_hosts; list it there or in known_hosts_file"
+                } else {
+                    "the system trust store does not trust its certificate; set ca_file"
+                };
+                format!("{} ({hint})", source.message())
+            });
+            return Some(GitError::ServerIdentity {
+                repo: self.name.clone(),
+                url: self.url.clone(),
+                message,
+            });
+        }
         let message = state
             .failure()
             .or_else(|| (source.code() == ErrorCode::Auth).then(|| source.message().to_string()))?;
@@ -596,6 +762,11 @@ impl Mirror {
             message,
         })
     }
+}
+
+/// An object id for a message, or `absent`.
+fn show(id: Option<Oid>) -> String {
+    id.map_or_else(|| "absent".to_string(), |id| id.to_string())
 }
 
 /// The folder of a remote on this machine: `file://` URLs and plain paths, but not `scheme://` URLs nor

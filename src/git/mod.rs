@@ -5,7 +5,9 @@
 //! All functions are synchronous (libgit2 is); the daemon calls them through `spawn_blocking`.
 //!
 //! - [`Mirror`] (`mirror.rs`): open, fetch, read, commit, push.
-//! - `auth.rs`: the credentials callback for [`crate::config::GitAuth`].
+//! - `auth.rs`: the credentials callback for [`crate::config::GitAuth`] and the server identity check.
+//! - `trust.rs`: SSH host keys against `known_hosts_file`, HTTPS certificates against `ca_file` (pure).
+//! - `sign.rs`: signed commits (`repositories.<name>.signing`) through `ssh-keygen -Y sign` or `gpg`.
 //! - [`trailers`] and [`split_decisions`] (`trailers.rs`): pure parsing of commit messages and notes.
 //!
 //! Where the remote's refs land locally (all force-updated by a fetch, because they only mirror the remote):
@@ -13,6 +15,7 @@
 //! | remote | local tracking ref |
 //! |---|---|
 //! | `refs/heads/<branch>` | `refs/remotes/origin/<branch>` |
+//! | `refs/heads/tollgate/*` (promotion branches) | `refs/remotes/origin/tollgate/*` |
 //! | `refs/notes/tollgate` | `refs/tollgate-remote/notes` |
 //! | `refs/tollgate/<name>` | `refs/tollgate-remote/state/<name>` |
 //!
@@ -20,7 +23,9 @@
 
 mod auth;
 mod mirror;
+mod sign;
 mod trailers;
+mod trust;
 
 #[cfg(test)]
 mod tests;
@@ -37,6 +42,9 @@ use crate::config::Author;
 pub const NOTES_REF: &str = "refs/notes/tollgate";
 /// Prefix of tollgate's state refs in the remote: `refs/tollgate/processed/prod`, …
 pub const STATE_REF_PREFIX: &str = "refs/tollgate/";
+/// tollgate's own branches (`write: {mode: branch}` promotion branches): the only refs it ever moves without a
+/// fast-forward ([`Mirror::replace_branch`]), and the namespace the config requires branch templates to use.
+pub const REPLACEABLE_BRANCH_PREFIX: &str = "tollgate/";
 
 /// What the remote did with a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +92,14 @@ pub enum GitError {
 
     #[error("repository `{repo}`: authentication to {url} failed: {message}; check `repositories.{repo}.auth`")]
     Auth { repo: String, url: String, message: String },
+
+    /// The server is not who the configuration says it should be: an SSH host key not in `known_hosts`, or an
+    /// HTTPS certificate nothing trusted vouches for. Never retried into success by accepting it.
+    #[error("repository `{repo}`: the server at {url} was not verified: {message}; check `repositories.{repo}.known_hosts_file` / `ca_file`")]
+    ServerIdentity { repo: String, url: String, message: String },
+
+    #[error("repository `{repo}`: signing a commit failed: {message}; check `repositories.{repo}.signing`")]
+    Sign { repo: String, message: String },
 
     #[error(
         "repository `{repo}`: fetching from {url} failed: {source}; check the URL and that the remote is reachable"

@@ -106,6 +106,9 @@ impl Remote {
             auth,
             webhook_secret_file: None,
             author: author(),
+            ca_file: None,
+            known_hosts_file: None,
+            signing: None,
         }
     }
 
@@ -502,6 +505,58 @@ fn second_replica_push_is_rejected_then_succeeds_after_fetch_and_reapply() {
     assert!(matches!(
         a.push_ref(from_a, "refs/heads/main").expect("push"),
         PushOutcome::Rejected { .. }
+    ));
+}
+
+#[test]
+fn promotion_branches_are_replaced_only_from_the_value_last_fetched() {
+    let remote = Remote::new();
+    let base = remote.commit(&[("clusters/prod/app.yaml", "image: v1\n")], "seed");
+    let a = remote.mirror("replica-a");
+    let b = remote.mirror("replica-b");
+    a.fetch().expect("fetch");
+    b.fetch().expect("fetch");
+    let branch = "refs/heads/tollgate/promote/prod/app";
+    let change = |m: &Mirror, v: &str| {
+        m.commit_files(
+            base,
+            &[("clusters/prod/app.yaml".into(), format!("image: {v}\n").into_bytes())],
+            v,
+            &author(),
+        )
+        .expect("commit")
+    };
+    let v2 = change(&a, "v2");
+    assert_eq!(a.replace_branch(v2, branch, None).expect("create"), PushOutcome::Pushed);
+    assert_eq!(remote.remote_ref(branch), Some(v2));
+    // b has not seen the branch: creating it again is a lost race, not an overwrite.
+    let v3 = change(&b, "v3");
+    assert!(matches!(
+        b.replace_branch(v3, branch, None).expect("push"),
+        PushOutcome::Rejected { .. }
+    ));
+    // After a fetch (which mirrors tollgate/* branches) b replaces it: v3 is not a descendant of v2.
+    b.fetch().expect("fetch");
+    assert_eq!(b.remote_branch("tollgate/promote/prod/app").expect("read"), Some(v2));
+    assert_eq!(
+        b.replace_branch(v3, branch, Some(v2)).expect("replace"),
+        PushOutcome::Pushed
+    );
+    assert_eq!(remote.remote_ref(branch), Some(v3));
+    // a still expects v2: refused, v3 stays.
+    assert!(matches!(
+        a.replace_branch(v2, branch, Some(v2)).expect("push"),
+        PushOutcome::Rejected { .. }
+    ));
+    assert_eq!(remote.remote_ref(branch), Some(v3));
+    // Deleted upstream (pull request merged): the fetch prunes it.
+    git(&remote.bare(), &["update-ref", "-d", branch]);
+    a.fetch().expect("fetch");
+    assert_eq!(a.remote_branch("tollgate/promote/prod/app").expect("read"), None);
+    // Anything outside refs/heads/tollgate/ is never replaced.
+    assert!(matches!(
+        a.replace_branch(v2, "refs/heads/main", Some(base)),
+        Err(GitError::Invalid { .. })
     ));
 }
 
