@@ -3,7 +3,8 @@
 //! and a real `docker-registry` on loopback, each bump a new image with complete signed evidence.
 //! Three ways to learn about the push, in the same process and on the same machine:
 //! (a) a signed GitHub webhook sent right after the push (poll 1h, no file watching),
-//! (b) file watching only (poll 1h), (c) polling only, every 1 s.
+//! (b) file watching only (poll 1h), (c) polling only, every 1 s (pushes at a random phase of the
+//! poll cycle).
 //!
 //! `cargo bench --bench push_to_promotion` (or `scripts/bench.sh`); `TOLLGATE_BENCH_BUMPS` sets the
 //! number of bumps per mode (default 50). Loopback only; it stops by itself.
@@ -57,6 +58,13 @@ async fn measure(name: &'static str, wakeup: Wakeup, bumps: usize) -> Summary {
     let mut samples = Vec::with_capacity(bumps);
     for _ in 0..bumps {
         let reference = w.release().await;
+        if wakeup == Wakeup::Poll {
+            // Pushes land at a random point of the poll cycle, as real ones do. Without this the
+            // loop locks onto the cycle (the next push follows the last promotion by a fixed delay)
+            // and measures that delay instead.
+            let jitter = rand_core::RngCore::next_u64(&mut rand_core::OsRng) % 1000;
+            tokio::time::sleep(Duration::from_millis(jitter)).await;
+        }
         let latency = tokio::task::block_in_place(|| {
             w.bump_staging(std::slice::from_ref(&reference));
             let pushed = Instant::now();

@@ -14,7 +14,8 @@
 //! - [`daemon`]: the long-running loop and `check`, both over [`pipeline`].
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`, `/hooks/git`.
 //! - [`watch`]: file watching of local remotes, to wake a repository's task on a push.
-//! - [`attest`], [`explain`], [`demo`]: the other commands.
+//! - [`context`]: what a policy reads besides evidence (waivers, upstream promotions), from git.
+//! - [`attest`], [`explain`], [`replay`], [`demo`]: the other commands.
 //! - [`reason`], [`image`], [`keys`]: shared vocabulary.
 #![forbid(unsafe_code)]
 // Errors here carry diagnostics (paths, refs, messages) and travel only on cold paths; boxing
@@ -36,6 +37,7 @@ pub mod manifest;
 pub mod oci;
 pub mod pipeline;
 pub mod reason;
+pub mod replay;
 pub mod server;
 pub mod sigstore;
 pub mod telemetry;

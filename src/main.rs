@@ -82,6 +82,18 @@ enum Command {
         image: String,
     },
     /// A self-contained run of the whole gate on embedded defaults.
+    /// Re-evaluate past promotions into ENV under today's policy and evidence: what would now be blocked.
+    Replay {
+        #[arg(long, short, env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        env: String,
+        /// Only promotions after this commit (of the environment's repository).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     Demo {
         /// Keep the demo's files here instead of a temporary folder.
         #[arg(long)]
@@ -202,6 +214,21 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             // keeps a connection open does not hold the exit.
             if tokio::time::timeout(HTTP_DRAIN, http.wait()).await.is_err() {
                 tracing::warn!("HTTP connections still open after the drain period; closing them");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            config,
+            env,
+            since,
+            output,
+        } => {
+            let gate = gate(load_config(&config)?)?;
+            let ctx = tollgate::context::gather_fresh(&gate.config, &env, time::OffsetDateTime::now_utc()).await;
+            let rows = tollgate::replay::replay(&gate, &env, since, &ctx).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Output::Text => print!("{}", tollgate::replay::render(&env, &rows)),
             }
             Ok(ExitCode::SUCCESS)
         }

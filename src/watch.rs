@@ -12,8 +12,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Events closer together than this make one trigger: a push writes a lock file, renames it, and
-/// may touch several refs.
+/// After a wake-up, further events within this window make at most one more: a push may touch
+/// several refs, and `git gc` rewrites many at once.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// The git folder of a remote on this machine, if `url` names one that exists: `file:///srv/x.git`,
@@ -55,7 +55,9 @@ fn moves_a_branch(git_dir: &Path, path: &Path) -> bool {
     }
 }
 
-/// Watches `git_dir` and calls `notify_one` on `wake` (debounced by [`DEBOUNCE`]) until `shutdown`.
+/// Watches `git_dir` and calls `notify_one` on `wake` until `shutdown`: at once on the first event
+/// (the filtered events are completed ref updates, so the sync will see them), then at most once more
+/// per [`DEBOUNCE`] window for whatever followed.
 /// The watcher lives in a task on `tracker`. Errors only if the OS watch cannot be set up; the caller
 /// then relies on polling.
 pub fn watch_refs(
@@ -90,15 +92,24 @@ pub fn watch_refs(
                 _ = shutdown.cancelled() => break,
                 event = rx.recv() => if event.is_none() { break },
             }
-            // A fixed window from the first event, not a sliding one: a steady stream of ref updates
-            // must not postpone the sync forever.
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(DEBOUNCE) => {}
-            }
-            while rx.try_recv().is_ok() {}
             wake.notify_one();
+            // Leading edge above, trailing edge here. A fixed window, not a sliding one: a steady
+            // stream of ref updates must not postpone the next sync forever.
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(DEBOUNCE) => {}
+                }
+                let mut more = false;
+                while rx.try_recv().is_ok() {
+                    more = true;
+                }
+                if !more {
+                    break;
+                }
+                wake.notify_one();
+            }
         }
     });
     Ok(())
@@ -152,7 +163,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_ref_change_wakes_the_repository_once_per_burst() {
+    async fn a_burst_of_ref_changes_wakes_the_repository() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("refs/heads")).unwrap();
         let wake = Arc::new(Notify::new());

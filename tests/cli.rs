@@ -138,3 +138,39 @@ async fn attest_attaches_an_attestation_that_check_then_verifies() {
     ]);
     assert_eq!(tag_only.status.code(), Some(2));
 }
+
+#[test]
+fn replay_shows_which_past_promotions_a_stricter_policy_would_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tollgate(&["demo", "--dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config = dir.path().join("tollgate.yaml");
+    let cfg = config.to_str().unwrap();
+
+    let same = tollgate(&["replay", "--config", cfg, "--env", "prod"]);
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same.stderr));
+    assert!(
+        text(&same.stdout).starts_with("1 promotions into prod replayed; 0 would now be blocked."),
+        "{}",
+        text(&same.stdout)
+    );
+
+    // Tighten the contract: an SPDX SBOM is now required too.
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let stricter = yaml.replace(
+        "      - {kind: SBOM_CYCLONEDX_JSON, signers: [release-key]}\n",
+        "      - {kind: SBOM_CYCLONEDX_JSON, signers: [release-key]}\n      - {kind: SBOM_SPDX_JSON, signers: [release-key]}\n",
+    );
+    assert_ne!(yaml, stricter, "the demo config changed shape; update this test");
+    std::fs::write(&config, stricter).unwrap();
+    let out = tollgate(&["replay", "--config", cfg, "--env", "prod", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["now"], "block");
+    assert_eq!(rows[0]["reasons"], serde_json::json!(["material-missing"]));
+    assert_ne!(
+        rows[0]["recorded_policy"], rows[0]["policy_now"],
+        "the policy digest moved with the policy"
+    );
+}
