@@ -48,7 +48,18 @@ pub struct Daemon {
     /// One per repository: wakes its task for a sync now (webhook, file watch, a promotion upstream).
     triggers: BTreeMap<String, Arc<Notify>>,
     detect: DetectOptions,
+    /// When each target's blocked candidates were last re-evaluated (see [`Daemon::recheck_blocked`]).
+    rechecked: Mutex<BTreeMap<String, Instant>>,
+    recheck_interval: Duration,
 }
+
+/// How often a blocked candidate that is still what upstream runs is evaluated again, so that
+/// evidence attached after the bump (CI often attests after pushing) or a changed policy promotes
+/// it without a new upstream commit.
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How far back in upstream history blocked candidates are looked for.
+const RECHECK_DEPTH: usize = 200;
 
 /// SIGTERM to exit stays under 10 s (SPEC §9): this much for in-flight passes, the rest for the HTTP
 /// drain and the runtime.
@@ -130,6 +141,8 @@ impl Daemon {
             ready,
             triggers,
             detect: DetectOptions::default(),
+            rechecked: Mutex::new(BTreeMap::new()),
+            recheck_interval: RECHECK_INTERVAL,
         })
     }
 
@@ -278,7 +291,134 @@ impl Daemon {
                 .metrics
                 .set_pending(&target.name, (commits.len() - i - 1) as i64);
         }
+        if report.deferred == 0 && !shutdown.is_cancelled() {
+            // Blocks written in this pass are fresh: look for older ones, from the previous marker.
+            let mut rechecked = PassReport::default();
+            self.recheck_blocked(target, &up, head, marker, &mut rechecked).await?;
+            report.promoted += rechecked.promoted;
+            report.blocked += rechecked.blocked;
+        }
         Ok(report)
+    }
+
+    /// How often blocked candidates are evaluated again (default [`RECHECK_INTERVAL`]).
+    pub fn set_recheck_interval(&mut self, every: Duration) {
+        self.recheck_interval = every;
+    }
+
+    /// Evaluates again the blocked candidates that upstream still runs and the target does not:
+    /// evidence attached after the bump, a fixed signature or a new policy then promotes them
+    /// without a new upstream commit. A block under the same policy digest is not noted twice; a
+    /// block under a new one is appended to the note. The [`RECHECK_DEPTH`] upstream commits up to
+    /// `search_from` are searched for block notes; what upstream runs is read at `head`.
+    async fn recheck_blocked(
+        &self,
+        target: &Environment,
+        up: &Environment,
+        head: git2::Oid,
+        search_from: git2::Oid,
+        report: &mut PassReport,
+    ) -> Result<(), DaemonError> {
+        {
+            let mut last = self.rechecked.lock().unwrap_or_else(|p| p.into_inner());
+            if last
+                .get(&target.name)
+                .is_some_and(|t| t.elapsed() < self.recheck_interval)
+            {
+                return Ok(());
+            }
+            last.insert(target.name.clone(), Instant::now());
+        }
+        let up_mirror = self.mirror(&up.repository)?.clone();
+        let tgt_mirror = self.mirror(&target.repository)?.clone();
+        let env_name = target.name.clone();
+        let up_path = up.path.clone();
+        // image name → (most recent upstream commit with a block note for it, the digests blocked there)
+        let (upstream_files, blocked) = with_mirror(&up_mirror, move |m| {
+            let files = m.files_under(head, &up_path)?;
+            let mut blocked: BTreeMap<String, (git2::Oid, BTreeSet<String>)> = BTreeMap::new();
+            let mut cur = Some(search_from);
+            for _ in 0..RECHECK_DEPTH {
+                let Some(c) = cur else { break };
+                if let Some(note) = m.note(c)? {
+                    for decision in crate::git::split_decisions(&note) {
+                        let t = crate::git::trailers(decision);
+                        let get = |k: &str| t.iter().find(|(tk, _)| tk == k).map(|(_, v)| v.as_str());
+                        if get("Tollgate-Decision") != Some("block") || get("Tollgate-Environment") != Some(&env_name) {
+                            continue;
+                        }
+                        let Some(image) = get("Tollgate-Image").and_then(|i| crate::image::ImageRef::parse(i).ok())
+                        else {
+                            continue;
+                        };
+                        let entry = blocked.entry(image.name.clone()).or_insert((c, BTreeSet::new()));
+                        if entry.0 == c {
+                            entry.1.extend(image.digest.map(|d| d.to_string()));
+                        }
+                    }
+                }
+                cur = m.first_parent(c)?;
+            }
+            Ok((files, blocked))
+        })
+        .await?;
+        if blocked.is_empty() {
+            return Ok(());
+        }
+        let tgt_path = target.path.clone();
+        let target_files = with_mirror(&tgt_mirror, move |m| match m.head()? {
+            Some(h) => Ok(m.files_under(h, &tgt_path)?),
+            None => Ok(Vec::new()),
+        })
+        .await?;
+        let (upstream_images, _) = detect::images_in(&upstream_files, &self.detect);
+        let (target_images, _) = detect::images_in(&target_files, &self.detect);
+        let mut seen = BTreeSet::new();
+        let mut ctx = None;
+        for loc in upstream_images {
+            let Some((commit, digests)) = blocked.get(&loc.image.name) else {
+                continue;
+            };
+            // A pinned upstream reference is rechecked only if that very digest was blocked; a
+            // tag-only one is re-resolved, as the daemon would on a new bump.
+            if let Some(d) = &loc.image.digest {
+                if !digests.contains(d.as_str()) {
+                    continue;
+                }
+            }
+            if !seen.insert(loc.image.to_string()) {
+                continue;
+            }
+            let present: Vec<_> = target_images
+                .iter()
+                .filter(|l| l.image.name == loc.image.name)
+                .collect();
+            if present.is_empty()
+                || loc
+                    .image
+                    .digest
+                    .as_ref()
+                    .is_some_and(|d| present.iter().all(|l| l.image.digest.as_ref() == Some(d)))
+            {
+                continue;
+            }
+            if ctx.is_none() {
+                ctx = Some(
+                    crate::context::gather(
+                        self.config(),
+                        &target.name,
+                        &self.mirrors,
+                        time::OffsetDateTime::now_utc(),
+                    )
+                    .await,
+                );
+            }
+            let Some(ctx) = ctx.as_ref() else { continue };
+            let span = tracing::info_span!("recheck", environment = %target.name, image = %loc.image);
+            self.decide_and_record(target, up, *commit, &loc.image, ctx, &span, Instant::now(), report)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Evaluates and records every bump in one upstream commit. Returns true if a candidate was
@@ -319,7 +459,6 @@ impl Daemon {
         let (target_images, _) = detect::images_in(&target_files, &self.detect);
         // A target without a policy is an error here, before anything is evaluated.
         self.gate.policy_for(&target.name)?;
-        let policy_name = target.policy.clone().unwrap_or_default();
         // Waivers and upstream promotions from the mirrors this pass synced: read once per upstream
         // commit, at one instant, for every bump in it.
         let ctx = crate::context::gather(
@@ -347,83 +486,111 @@ impl Daemon {
                 }
             }
             drop(_enter);
-            let source = Source {
-                environment: up.name.clone(),
-                commit: commit.to_string(),
-            };
-            let eval = self
-                .gate
-                .evaluate(&target.name, &bump.after, Some(source), &ctx)
-                .instrument(span.clone())
+            if self
+                .decide_and_record(target, up, commit, &bump.after, &ctx, &span, detected, report)
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Evaluates one candidate introduced by upstream `commit` and records the decision: the
+    /// promotion commit, or a note on `commit`. Returns true if it was deferred.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide_and_record(
+        &self,
+        target: &Environment,
+        up: &Environment,
+        commit: git2::Oid,
+        upstream_ref: &crate::image::ImageRef,
+        ctx: &crate::context::PolicyContext,
+        span: &tracing::Span,
+        detected: Instant,
+        report: &mut PassReport,
+    ) -> Result<bool, DaemonError> {
+        let up_mirror = self.mirror(&up.repository)?.clone();
+        let tgt_mirror = self.mirror(&target.repository)?.clone();
+        let policy_name = target.policy.clone().unwrap_or_default();
+        let source = Source {
+            environment: up.name.clone(),
+            commit: commit.to_string(),
+        };
+        let eval = self
+            .gate
+            .evaluate(&target.name, upstream_ref, Some(source), ctx)
+            .instrument(span.clone())
+            .await?;
+        let pinned = eval.candidate.pinned();
+        // The effective digest: a changed waivers file or Rego source is a new policy.
+        let policy_key = format!("{policy_name}@{}", eval.policy_digest);
+        match eval.decision.kind {
+            DecisionKind::Defer => {
+                tracing::warn!(parent: span, "evidence unavailable; deferring");
+                self.gate.metrics.record_decision(&target.name, &eval.decision);
+                report.deferred += 1;
+                return Ok(true);
+            }
+            DecisionKind::Allow => {
+                let message = eval.record().message();
+                let env = target.clone();
+                let repo = self.config().repositories.get(&target.repository).cloned();
+                let detect = self.detect.clone();
+                let candidate = eval.candidate.clone();
+                let outcome = with_mirror(&tgt_mirror, move |m| {
+                    let repo = repo.ok_or_else(|| DaemonError::Join("target repository vanished".into()))?;
+                    Ok(record::promote(m, &repo, &env, &candidate, &message, &detect)?)
+                })
                 .await?;
-            let pinned = eval.candidate.pinned();
-            // The effective digest: a changed waivers file or Rego source is a new policy.
-            let policy_key = format!("{policy_name}@{}", eval.policy_digest);
-            match eval.decision.kind {
-                DecisionKind::Defer => {
-                    tracing::warn!(parent: &span, "evidence unavailable; deferring");
-                    self.gate.metrics.record_decision(&target.name, &eval.decision);
-                    report.deferred += 1;
-                    return Ok(true);
-                }
-                DecisionKind::Allow => {
-                    let message = eval.record().message();
-                    let env = target.clone();
-                    let repo = self.config().repositories.get(&target.repository).cloned();
-                    let detect = self.detect.clone();
-                    let candidate = eval.candidate.clone();
-                    let outcome = with_mirror(&tgt_mirror, move |m| {
-                        let repo = repo.ok_or_else(|| DaemonError::Join("target repository vanished".into()))?;
-                        Ok(record::promote(m, &repo, &env, &candidate, &message, &detect)?)
-                    })
-                    .await?;
-                    match outcome {
-                        Recorded::Written(id) => {
-                            tracing::info!(parent: &span, commit = %id, "promoted");
-                            report.promoted += 1;
-                        }
-                        Recorded::AlreadyRecorded => {
-                            tracing::info!(parent: &span, "already promoted");
-                            report.skipped += 1;
-                        }
+                match outcome {
+                    Recorded::Written(id) => {
+                        tracing::info!(parent: span, commit = %id, "promoted");
+                        report.promoted += 1;
                     }
-                }
-                DecisionKind::Block => {
-                    let message = eval.record().message();
-                    let env_name = target.name.clone();
-                    let author = self.config().repositories.get(&up.repository).map(|r| r.author.clone());
-                    let outcome = with_mirror(&up_mirror, move |m| {
-                        let author = author.ok_or_else(|| DaemonError::Join("upstream repository vanished".into()))?;
-                        Ok(record::note_block(
-                            m,
-                            commit,
-                            &message,
-                            &author,
-                            (&env_name, &pinned, &policy_key),
-                        )?)
-                    })
-                    .await?;
-                    match outcome {
-                        Recorded::Written(id) => {
-                            tracing::info!(parent: &span, notes = %id, "blocked; note written");
-                            report.blocked += 1;
-                        }
-                        Recorded::AlreadyRecorded => {
-                            tracing::info!(parent: &span, "block already recorded under this policy");
-                            report.skipped += 1;
-                        }
+                    Recorded::AlreadyRecorded => {
+                        tracing::info!(parent: span, "already promoted");
+                        report.skipped += 1;
+                        return Ok(false);
                     }
                 }
             }
-            self.gate.metrics.record_decision(&target.name, &eval.decision);
-            self.gate
-                .metrics
-                .detection_to_decision
-                .get_or_create(&crate::telemetry::EnvLabel {
-                    environment: target.name.clone(),
+            DecisionKind::Block => {
+                let message = eval.record().message();
+                let env_name = target.name.clone();
+                let author = self.config().repositories.get(&up.repository).map(|r| r.author.clone());
+                let outcome = with_mirror(&up_mirror, move |m| {
+                    let author = author.ok_or_else(|| DaemonError::Join("upstream repository vanished".into()))?;
+                    Ok(record::note_block(
+                        m,
+                        commit,
+                        &message,
+                        &author,
+                        (&env_name, &pinned, &policy_key),
+                    )?)
                 })
-                .observe(detected.elapsed().as_secs_f64());
+                .await?;
+                match outcome {
+                    Recorded::Written(id) => {
+                        tracing::info!(parent: span, notes = %id, "blocked; note written");
+                        report.blocked += 1;
+                    }
+                    Recorded::AlreadyRecorded => {
+                        tracing::info!(parent: span, "block already recorded under this policy");
+                        report.skipped += 1;
+                        return Ok(false);
+                    }
+                }
+            }
         }
+        self.gate.metrics.record_decision(&target.name, &eval.decision);
+        self.gate
+            .metrics
+            .detection_to_decision
+            .get_or_create(&crate::telemetry::EnvLabel {
+                environment: target.name.clone(),
+            })
+            .observe(detected.elapsed().as_secs_f64());
         Ok(false)
     }
 

@@ -484,3 +484,32 @@ async fn check_command_exit_codes_follow_the_decision() {
     let down = check(format!("{host}/acme/api@{good}"), &[]);
     assert_eq!(down.status.code(), Some(2), "registry down is a defer: exit 2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_attached_after_a_block_promotes_the_candidate_on_a_recheck() {
+    let w = World::new().await;
+    let mut d = w.daemon(&w.host.clone());
+    d.set_recheck_interval(std::time::Duration::ZERO);
+    pass(&d).await;
+    let late = w.push_image("8.0").await;
+    w.attest("prov8", &late, &late, PROVENANCE).await;
+    let bump = w.bump_staging(&format!("{}/acme/api:8.0@{late}", w.host));
+    let r = pass(&d).await;
+    assert_eq!((r.promoted, r.blocked), (0, 1), "{r:?}");
+
+    // Nothing changes while the evidence is still missing: the block is already recorded.
+    assert_eq!(pass(&d).await, PassReport::default());
+    assert_eq!(w.note(&bump).unwrap().matches("Tollgate-Decision: block").count(), 1);
+
+    // CI attaches the SBOM later; no new upstream commit is needed.
+    w.attest("sbom8", &late, &late, SBOM).await;
+    let r = pass(&d).await;
+    assert_eq!((r.promoted, r.blocked), (1, 0), "{r:?}");
+    assert!(w.prod_file().contains(&format!("acme/api:8.0@{late}")));
+    let trailers = w.remote(&["log", "-1", "--format=%(trailers:only,unfold)", "main"]);
+    assert!(
+        trailers.contains(&format!("Tollgate-Source: staging@{bump}")),
+        "{trailers}"
+    );
+    assert_eq!(pass(&d).await, PassReport::default(), "promoted once");
+}
