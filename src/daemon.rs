@@ -17,7 +17,6 @@ use crate::config::{Config, Environment};
 use crate::gate::record::{self, Recorded};
 use crate::gate::{detect, DecisionKind};
 use crate::git::Mirror;
-use crate::manifest::DetectOptions;
 use crate::pipeline::{Gate, Source};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +29,12 @@ pub enum DaemonError {
     Pipeline(#[from] crate::pipeline::PipelineError),
     #[error("a blocking task failed: {0}")]
     Join(String),
+    #[error("environments.{environment}.attest_promotions.key: cannot load {path}: {error}")]
+    PromotionKey {
+        environment: String,
+        path: std::path::PathBuf,
+        error: String,
+    },
 }
 
 /// What one pass over an environment did, for logs and tests.
@@ -47,10 +52,32 @@ pub struct Daemon {
     ready: BTreeMap<String, AtomicBool>,
     /// One per repository: wakes its task for a sync now (webhook, file watch, a promotion upstream).
     triggers: BTreeMap<String, Arc<Notify>>,
-    detect: DetectOptions,
     /// When each target's blocked candidates were last re-evaluated (see [`Daemon::recheck_blocked`]).
     rechecked: Mutex<BTreeMap<String, Instant>>,
     recheck_interval: Duration,
+    /// Per environment with `attest_promotions`: the key its promotion attestations are signed
+    /// with, read once at start (see docs/promotion-attestation.md).
+    promotion_keys: BTreeMap<String, Arc<crate::keys::SigningKey>>,
+}
+
+/// Reads every `attest_promotions` key. Config validation already parsed them; this reads them
+/// again only to hold them, and fails start-up if one changed in between.
+fn load_promotion_keys(config: &Config) -> Result<BTreeMap<String, Arc<crate::keys::SigningKey>>, DaemonError> {
+    let mut out = BTreeMap::new();
+    for env in config.environments.values() {
+        let Some(path) = &env.attest_promotions else {
+            continue;
+        };
+        let err = |error: String| DaemonError::PromotionKey {
+            environment: env.name.clone(),
+            path: path.clone(),
+            error,
+        };
+        let pem = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let key = crate::keys::SigningKey::from_pem(&pem).map_err(|e| err(e.to_string()))?;
+        out.insert(env.name.clone(), Arc::new(key));
+    }
+    Ok(out)
 }
 
 /// How often a blocked candidate that is still what upstream runs is evaluated again, so that
@@ -140,9 +167,9 @@ impl Daemon {
             mirrors,
             ready,
             triggers,
-            detect: DetectOptions::default(),
             rechecked: Mutex::new(BTreeMap::new()),
             recheck_interval: RECHECK_INTERVAL,
+            promotion_keys: load_promotion_keys(&config)?,
         })
     }
 
@@ -371,8 +398,8 @@ impl Daemon {
             None => Ok(Vec::new()),
         })
         .await?;
-        let (upstream_images, _) = detect::images_in(&upstream_files, &self.detect);
-        let (target_images, _) = detect::images_in(&target_files, &self.detect);
+        let (upstream_images, _) = detect::images_in(&upstream_files, &up.detect_options());
+        let (target_images, _) = detect::images_in(&target_files, &target.detect_options());
         let mut seen = BTreeSet::new();
         let mut ctx = None;
         for loc in upstream_images {
@@ -442,7 +469,7 @@ impl Daemon {
             Ok((before, m.files_under(commit, &up_path)?))
         })
         .await?;
-        let (bumps, errors) = detect::bumps(&before, &after, &self.detect);
+        let (bumps, errors) = detect::bumps(&before, &after, &up.detect_options());
         for e in &errors {
             // Malformed YAML upstream: nothing in that file can be a candidate. Never an allow.
             tracing::error!(commit = %commit, error = %e, "cannot read an upstream manifest; its images are not promoted");
@@ -456,7 +483,7 @@ impl Daemon {
             None => Ok(Vec::new()),
         })
         .await?;
-        let (target_images, _) = detect::images_in(&target_files, &self.detect);
+        let (target_images, _) = detect::images_in(&target_files, &target.detect_options());
         // A target without a policy is an error here, before anything is evaluated.
         self.gate.policy_for(&target.name)?;
         // Waivers and upstream promotions from the mirrors this pass synced: read once per upstream
@@ -536,7 +563,7 @@ impl Daemon {
                 let message = eval.record().message();
                 let env = target.clone();
                 let repo = self.config().repositories.get(&target.repository).cloned();
-                let detect = self.detect.clone();
+                let detect = target.detect_options();
                 let candidate = eval.candidate.clone();
                 let outcome = with_mirror(&tgt_mirror, move |m| {
                     let repo = repo.ok_or_else(|| DaemonError::Join("target repository vanished".into()))?;
@@ -547,6 +574,12 @@ impl Daemon {
                     Recorded::Written(id) => {
                         tracing::info!(parent: span, commit = %id, "promoted");
                         report.promoted += 1;
+                        if let Some(key) = self.promotion_keys.get(&target.name) {
+                            // The promotion stands either way; a failure is logged inside.
+                            self.attest_promotion(target, &eval, id, key)
+                                .instrument(span.clone())
+                                .await;
+                        }
                     }
                     Recorded::AlreadyRecorded => {
                         tracing::info!(parent: span, "already promoted");
@@ -592,6 +625,84 @@ impl Daemon {
             })
             .observe(detected.elapsed().as_secs_f64());
         Ok(false)
+    }
+
+    /// Signs and attaches the promotion attestation for the allow of `eval` that `commit` recorded.
+    /// The promotion stands whatever happens here: a failed attach is retried once, immediately, then
+    /// logged as an error (`attestation = "failed"`, with the commit); the next environment then
+    /// falls back to git history or blocks (docs/promotion-attestation.md). Returns true if attached.
+    async fn attest_promotion(
+        &self,
+        target: &Environment,
+        eval: &crate::pipeline::Evaluation,
+        commit: git2::Oid,
+        key: &crate::keys::SigningKey,
+    ) -> bool {
+        use crate::gate::promotion::{self, PromotionCommit, PromotionPredicate};
+        let Some(repo) = self.config().repositories.get(&target.repository) else {
+            return false;
+        };
+        // A promotion branch is a proposal until someone merges it: attesting it would start the next
+        // environment's soak before anything is deployed. Only direct writes are attested.
+        if target.write != crate::config::WriteMode::Direct {
+            tracing::info!(commit = %commit, attestation = "skipped", "promotion branch pushed; not attested until it is a direct write");
+            return false;
+        }
+        let branch = repo.branch.clone();
+        let predicate = PromotionPredicate::for_allow(
+            eval,
+            PromotionCommit {
+                repository: repo.url.clone(),
+                branch,
+                commit: commit.to_string(),
+            },
+            time::OffsetDateTime::now_utc(),
+        );
+        let envelope = promotion::sign(&promotion::statement(&eval.candidate, &predicate), key);
+        let image = &eval.candidate.upstream_ref;
+        let store = self.gate.stores.for_image(image);
+        let mut last = None;
+        for attempt in 1..=2 {
+            match store
+                .attach_attestation(
+                    image,
+                    &eval.candidate.digest,
+                    &envelope,
+                    crate::gate::PROMOTION_PREDICATE_TYPE,
+                )
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(commit = %commit, attestation = "attached", "promotion attestation attached");
+                    // The next environment evaluates this digest right after (same pass): the evidence
+                    // list cached by this evaluation lacks the statement just attached, so refresh it.
+                    match store.fetch(image, &eval.candidate.digest).await {
+                        Ok(list) => self.gate.stores.cache().store_fetched(
+                            image.registry(),
+                            &image.repository(),
+                            &eval.candidate.digest,
+                            Arc::new(list),
+                            Instant::now(),
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "re-reading evidence after attaching failed"),
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(commit = %commit, attempt, error = %e, "attaching the promotion attestation failed");
+                    last = Some(e);
+                }
+            }
+        }
+        if let Some(e) = last {
+            tracing::error!(
+                commit = %commit,
+                attestation = "failed",
+                error = %e,
+                "promotion recorded without its attestation"
+            );
+        }
+        false
     }
 
     /// One round for `repo`: sync it, then process the targets whose upstream lives in it. A failed
@@ -802,6 +913,113 @@ environments:
             metrics: Arc::new(crate::telemetry::Metrics::new()),
         };
         Daemon::open(Arc::new(gate)).unwrap()
+    }
+
+    const ATTESTING: &str = r#"version: 1
+state_dir: ./state
+repositories:
+  envs: {url: 'file:///nonexistent/envs.git'}
+contracts:
+  c: {materials: []}
+policies:
+  p: {contract: c, mode: enforce}
+environments:
+  staging: {repository: envs, path: clusters/staging}
+  prod: {repository: envs, path: clusters/prod, promote_from: staging, policy: p, attest_promotions: {key: ./promotion.key}}
+"#;
+
+    fn attesting_config(dir: &std::path::Path) -> crate::config::Config {
+        std::fs::write(dir.join("promotion.key"), crate::keys::SigningKey::generate().to_pem()).unwrap();
+        crate::config::parse(ATTESTING, &dir.join("tollgate.yaml")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_promotion_key_is_loaded_at_start_and_a_vanished_one_stops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = attesting_config(dir.path());
+        let gate = |config: &crate::config::Config| {
+            Arc::new(Gate {
+                stores: crate::oci::Stores::from_config(config).unwrap(),
+                config: Arc::new(config.clone()),
+                metrics: Arc::new(crate::telemetry::Metrics::new()),
+            })
+        };
+        let d = Daemon::open(gate(&config)).unwrap();
+        assert_eq!(d.promotion_keys.keys().collect::<Vec<_>>(), ["prod"]);
+        std::fs::remove_file(dir.path().join("promotion.key")).unwrap();
+        match Daemon::open(gate(&config)) {
+            Err(DaemonError::PromotionKey { environment, .. }) => assert_eq!(environment, "prod"),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("started without its promotion key"),
+        }
+    }
+
+    /// A registry that serves nothing and refuses every write, counting the attempts.
+    #[derive(Default)]
+    struct ReadOnly(std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl crate::gate::evidence::EvidenceStore for ReadOnly {
+        async fn resolve(
+            &self,
+            image: &crate::image::ImageRef,
+        ) -> Result<crate::image::Digest, crate::gate::evidence::EvidenceError> {
+            image
+                .digest
+                .clone()
+                .ok_or(crate::gate::evidence::EvidenceError::NotFound {
+                    registry: "ro.example".into(),
+                    reference: image.to_string(),
+                })
+        }
+        async fn fetch(
+            &self,
+            _: &crate::image::ImageRef,
+            _: &crate::image::Digest,
+        ) -> Result<Vec<crate::gate::RawEvidence>, crate::gate::evidence::EvidenceError> {
+            Ok(vec![])
+        }
+        async fn attach_attestation(
+            &self,
+            _: &crate::image::ImageRef,
+            _: &crate::image::Digest,
+            _: &[u8],
+            _: &str,
+        ) -> Result<(), crate::gate::evidence::EvidenceError> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Err(crate::gate::evidence::EvidenceError::Write {
+                registry: "ro.example".into(),
+                detail: "denied".into(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_attach_is_retried_once_then_reported_without_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = attesting_config(dir.path());
+        let ro = Arc::new(ReadOnly::default());
+        let store: Arc<dyn crate::gate::evidence::EvidenceStore> = ro.clone();
+        let gate = Gate {
+            stores: crate::oci::Stores::from_stores([("ro.example".to_string(), store)]).unwrap(),
+            config: Arc::new(config),
+            metrics: Arc::new(crate::telemetry::Metrics::new()),
+        };
+        let d = Daemon::open(Arc::new(gate)).unwrap();
+        let digest = crate::image::Digest::of(b"image");
+        let image = crate::image::ImageRef::parse(&format!("ro.example/acme/api@{digest}")).unwrap();
+        let ctx = crate::context::PolicyContext::new(time::OffsetDateTime::now_utc());
+        let eval = d
+            .gate
+            .evaluate("prod", &image, None, &ctx)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let prod = d.config().environments["prod"].clone();
+        let key = d.promotion_keys["prod"].clone();
+        let commit = git2::Oid::from_str("2222222222222222222222222222222222222222").unwrap();
+        // Returns instead of erroring: the promotion commit is already pushed and counted.
+        assert!(!d.attest_promotion(&prod, &eval, commit, &key).await);
+        assert_eq!(ro.0.load(Ordering::Relaxed), 2, "one immediate retry");
     }
 
     #[test]

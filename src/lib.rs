@@ -23,6 +23,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod attest;
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod daemon;

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{Config, Contract, Environment, Policy};
-use crate::context::{PolicyContext, UpstreamFacts, WaiversState};
+use crate::context::{PolicyContext, WaiversState};
 use crate::gate::decide::{self, Decision};
 use crate::gate::evidence::EvidenceError;
 use crate::gate::upstream::Promotion;
-use crate::gate::{policy, rego, upstream, verify, waivers, Candidate, Outcome, RuleResult, Verified};
+use crate::gate::{policy, rego, upstream, waivers, Candidate, DecisionKind, Outcome, RuleResult, Verified};
 use crate::image::{Digest, ImageRef};
 use crate::oci::Stores;
 use crate::reason::ReasonCode;
@@ -52,28 +52,32 @@ const CONTEXT_RULES: [&str; 2] = ["upstream", "rego"];
 /// each Rego file over SPEC §6's input.
 async fn context_rules(
     policy: &Policy,
+    contract: &Contract,
     candidate: &Candidate,
     verified: &Verified,
     ctx: &PolicyContext,
 ) -> Vec<RuleResult> {
     let mut out = Vec::new();
     let rules = &policy.rules;
+    // A promotion statement counts only when signed by a signer the contract lists for PROMOTION:
+    // any other configured key (a CI key) must not be able to claim a promotion.
+    let signers: Vec<String> = contract
+        .materials
+        .iter()
+        .filter(|m| m.kind == crate::gate::MaterialKind::Promotion)
+        .flat_map(|m| m.signers.iter().cloned())
+        .collect();
+    let attested = crate::gate::promotion::attested(&verified.materials, &signers);
     if let Some(rule) = &rules.upstream {
-        out.push(match &ctx.upstream {
-            UpstreamFacts::Found { promotions, .. } => upstream::evaluate(rule, promotions, &candidate.digest, ctx.now),
-            // Unavailable is deferred before evaluation; not gathered at all is a caller that could
-            // not look, which must not pass.
-            _ => RuleResult {
-                rule: "upstream".into(),
-                outcome: Outcome::Fail,
-                reason: Some(crate::reason::ReasonCode::UpstreamNotPromoted),
-                message: format!(
-                    "promotions into {} were not looked up; failing closed",
-                    rule.environment
-                ),
-                evidence: vec![],
-            },
-        });
+        // Unavailable is deferred before evaluation; not gathered at all (`None`) is a caller that
+        // could not look, which passes only on a signed promotion.
+        out.push(upstream::evaluate_chain(
+            rule,
+            &attested,
+            ctx.promotions(),
+            &candidate.digest,
+            ctx.now,
+        ));
     }
     if rules.rego_policies.len() != rules.rego.len() {
         // A configuration built without compiling its Rego (never by `config::load`): fail closed.
@@ -90,9 +94,12 @@ async fn context_rules(
             .as_ref()
             .map(|u| u.environment.clone())
             .or_else(|| candidate.source_environment.clone());
-        let promoted_at = upstream_env
-            .as_deref()
-            .and_then(|e| ctx.promoted_at(e, &candidate.digest));
+        // The same precedence as the `upstream` rule: the signed statement, then git.
+        let promoted_at = upstream_env.as_deref().and_then(|e| {
+            upstream::newest_attested(&attested, e)
+                .map(|a| a.predicate.promoted_at)
+                .or_else(|| ctx.promoted_at(e, &candidate.digest))
+        });
         let input = rego::input(
             candidate,
             &verified.materials,
@@ -117,6 +124,23 @@ async fn context_rules(
         }
     }
     out
+}
+
+/// Says where evidence found on a platform manifest of a multi-arch candidate came from, on its
+/// rejection: the release manager should learn that it exists and why it does not count (tollgate
+/// promotes the index digest; see [`crate::oci::cosign::fetch`]), not read a bare subject mismatch.
+fn note_platform_evidence(verified: &mut Verified, evidence: &[crate::gate::RawEvidence]) {
+    for r in &mut verified.rejections {
+        let platform = evidence
+            .iter()
+            .find(|e| e.digest == r.digest)
+            .and_then(|e| e.annotations.get(crate::oci::cosign::ATTACHED_TO));
+        if let Some(platform) = platform {
+            r.message.push_str(&format!(
+                " (attached to platform manifest {platform}, not to the index being promoted: only evidence about the index digest counts)"
+            ));
+        }
+    }
 }
 
 impl Evaluation {
@@ -230,13 +254,20 @@ impl Gate {
             return finish(candidate, decide::defer(policy.mode, why), Verified::default());
         }
 
+        let cache = self.stores.cache();
         let fetched = async {
+            // Tags move, so `resolve` always asks; what hangs off a digest is reused briefly only
+            // (see `crate::cache` for why the TTL is short).
             let digest = store.resolve(upstream_ref).await?;
-            let evidence = store.fetch(upstream_ref, &digest).await?;
-            Ok::<_, EvidenceError>((digest, evidence))
+            let (host, repository) = (upstream_ref.registry(), upstream_ref.repository());
+            if let Some(evidence) = cache.fetched(host, &repository, &digest, Instant::now()) {
+                return Ok((digest, evidence, false));
+            }
+            let evidence = Arc::new(store.fetch(upstream_ref, &digest).await?);
+            Ok::<_, EvidenceError>((digest, evidence, true))
         }
         .await;
-        let (digest, evidence) = match fetched {
+        let (digest, evidence, fresh) = match fetched {
             Ok(v) => {
                 self.metrics.record_registry(&registry, "success");
                 v
@@ -257,10 +288,12 @@ impl Gate {
             }
         };
         candidate.digest = digest;
-        let verified = verify::verify(&evidence, &candidate.digest, &self.config.trust);
+        // Cached per piece of evidence, candidate and trust: same answer as `verify::verify`.
+        let mut verified = cache.verify(&evidence, &candidate.digest, &self.config.trust);
+        note_platform_evidence(&mut verified, &evidence);
         let mut results = policy::evaluate(policy, contract, &candidate, &verified);
         results.retain(|r| !CONTEXT_RULES.contains(&r.rule.as_str()));
-        results.extend(context_rules(policy, &candidate, &verified, ctx).await);
+        results.extend(context_rules(policy, contract, &candidate, &verified, ctx).await);
         if let WaiversState::Malformed { error, .. } = &ctx.waivers {
             // Reported on the decision itself so the release manager sees why nothing was waived.
             results.push(RuleResult {
@@ -279,6 +312,59 @@ impl Gate {
             ctx.now,
         );
         let decision = decide::decide_with(policy.mode, &policy.rules.modes, results, applied, expired);
+        // Only a list that allowed is reused: a blocked or deferred candidate is the one waiting
+        // for late evidence, so it reads the registry again on every evaluation.
+        if fresh && decision.kind == DecisionKind::Allow {
+            let (host, repository) = (upstream_ref.registry(), upstream_ref.repository());
+            cache.store_fetched(host, &repository, &candidate.digest, evidence, Instant::now());
+        }
         finish(candidate, decision, verified)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::{EvidenceSource, RawEvidence, Rejection};
+
+    fn raw(bytes: &[u8], platform: Option<&Digest>) -> RawEvidence {
+        RawEvidence {
+            source: EvidenceSource::Att,
+            media_type: crate::dsse::MEDIA_TYPE.into(),
+            digest: Digest::of(bytes),
+            bytes: bytes.to_vec(),
+            annotations: platform
+                .map(|p| (crate::oci::cosign::ATTACHED_TO.to_string(), p.to_string()))
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    fn rejected(ev: &RawEvidence) -> Rejection {
+        Rejection {
+            predicate_type: None,
+            kind: None,
+            source: ev.source,
+            digest: ev.digest.clone(),
+            reason: ReasonCode::SubjectMismatch,
+            message: "subject mismatch".into(),
+        }
+    }
+
+    #[test]
+    fn rejections_of_platform_evidence_say_where_it_was_attached() {
+        let platform = Digest::of(b"linux/amd64 manifest");
+        let evidence = [raw(b"on the index", None), raw(b"on a platform", Some(&platform))];
+        let mut verified = Verified {
+            materials: vec![],
+            rejections: evidence.iter().map(rejected).collect(),
+        };
+        note_platform_evidence(&mut verified, &evidence);
+        assert_eq!(verified.rejections[0].message, "subject mismatch");
+        let m = &verified.rejections[1].message;
+        assert!(
+            m.contains(&platform.to_string()) && m.contains("only evidence about the index digest counts"),
+            "{m}"
+        );
     }
 }

@@ -367,6 +367,7 @@ fn branch_env() -> config::Environment {
             branch: "tollgate/promote/{env}/{image}".into(),
         },
         attest_promotions: None,
+        helm_image_keys: Vec::new(),
     }
 }
 

@@ -42,6 +42,7 @@ fn material(statement: Value, signer: &str, tag: u8) -> Material {
         signer: SignerMatch {
             signer: signer.into(),
             method: "key",
+            identity: None,
         },
         source: EvidenceSource::Att,
         digest: Digest::parse(&format!("sha256:{}", hex::encode([tag; 32]))).unwrap(),

@@ -296,6 +296,7 @@ fn keyless_cosign_attestation_layer_is_rejected_in_this_form() {
                 "https://github.com/slsa-framework/slsa-github-generator/.github/workflows/generator_container_slsa3.yml@refs/tags/v2.1.0"
                     .into(),
             ),
+            claims: vec![],
         },
     );
     let r = only_rejection(verify(std::slice::from_ref(&ev), &candidate, &keys));

@@ -276,6 +276,12 @@ impl Ctx {
                         kind.noun()
                     );
                     self.err(entry.key_loc, &child(path, name), msg);
+                } else if kind == Kind::Repository && name.starts_with('.') {
+                    // A repository's name is also its mirror folder (`state_dir/repos/<name>.git`).
+                    let msg = format!(
+                        "invalid repository name {name:?}; it becomes a folder under state_dir, so expected a name that does not start with '.'"
+                    );
+                    self.err(entry.key_loc, &child(path, name), msg);
                 }
             }
             out.push((name.to_string(), entry.key_loc, &entry.value));
@@ -392,21 +398,28 @@ impl Ctx {
         Some(resolve(&self.base, &s))
     }
 
-    /// A path to a file that must exist now, with its contents.
+    /// A path to a text file that must exist now, with its contents.
     pub(super) fn existing_file(&mut self, node: &Node, path: &str, expected: &str) -> Option<(PathBuf, String)> {
+        let (file, bytes) = self.readable_file(node, path, expected)?;
+        match String::from_utf8(bytes) {
+            Ok(text) => Some((file, text)),
+            Err(_) => {
+                self.err(
+                    node.loc,
+                    path,
+                    format!("{} is not a text file; expected {expected}", file.display()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A path to a file that must exist and be readable now, with its bytes: secrets, CA and known_hosts
+    /// files are read by `run` (at start-up or at the first fetch), so `validate` reads them too.
+    pub(super) fn readable_file(&mut self, node: &Node, path: &str, expected: &str) -> Option<(PathBuf, Vec<u8>)> {
         let file = self.path(node, path, expected)?;
         match std::fs::read(&file) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => Some((file, text)),
-                Err(_) => {
-                    self.err(
-                        node.loc,
-                        path,
-                        format!("{} is not a text file; expected {expected}", file.display()),
-                    );
-                    None
-                }
-            },
+            Ok(bytes) => Some((file, bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.err(
                     node.loc,
@@ -424,6 +437,21 @@ impl Ctx {
                 None
             }
         }
+    }
+
+    /// A readable file holding a secret (a token, a password, a webhook secret): blank content is refused,
+    /// as `run` refuses it. Returns the path; the secret itself is not kept.
+    pub(super) fn secret_file(&mut self, node: &Node, path: &str, expected: &str) -> Option<PathBuf> {
+        let (file, bytes) = self.readable_file(node, path, expected)?;
+        if bytes.trim_ascii().is_empty() {
+            self.err(
+                node.loc,
+                path,
+                format!("file {} is empty; expected {expected}", file.display()),
+            );
+            return None;
+        }
+        Some(file)
     }
 
     pub(super) fn list<'n>(&mut self, node: &'n Node, path: &str, expected: &str) -> Option<&'n [Node]> {

@@ -33,6 +33,21 @@ impl Fixture {
         std::fs::write(dir.path().join("policies/main.rego"), "package main\n\nresult := {}\n").unwrap();
         std::fs::write(dir.path().join("not-json.json"), "{nope").unwrap();
         std::fs::write(dir.path().join("not-a-key.pub"), "hello\n").unwrap();
+        // Files that are only read when the daemon runs (secrets, CA and known_hosts files); validation
+        // checks that they exist and can be read.
+        std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+        std::fs::create_dir_all(dir.path().join("certs")).unwrap();
+        for (file, content) in [
+            ("secrets/id_ed25519", "-----BEGIN OPENSSH PRIVATE KEY-----\n"),
+            ("secrets/token", "s3cret\n"),
+            ("pw", "hunter2\n"),
+            ("certs/ca.pem", "-----BEGIN CERTIFICATE-----\n"),
+            ("keys/sign", "-----BEGIN OPENSSH PRIVATE KEY-----\n"),
+            ("known_hosts", "git.example ssh-ed25519 AAAA\n"),
+            ("blank", " \n"),
+        ] {
+            std::fs::write(dir.path().join(file), content).unwrap();
+        }
         Fixture { dir }
     }
 
@@ -131,12 +146,11 @@ fn the_shipped_example_config_validates() {
     assert_eq!(config.source, path);
     assert_eq!(config.listen.to_string(), "127.0.0.1:9464");
     let envs = &config.repositories["envs"];
-    assert_eq!(
-        envs.auth,
-        GitAuth::Token {
-            token_file: "/etc/tollgate/git-token".into()
-        }
-    );
+    let GitAuth::Token { token_file } = &envs.auth else {
+        panic!("expected token auth, got {:?}", envs.auth)
+    };
+    assert!(token_file.ends_with("example/git-token") && token_file.exists());
+    assert!(envs.webhook_secret_file.as_ref().is_some_and(|f| f.exists()));
     assert_eq!(envs.author.email, "tollgate@example.com");
     assert!(config.registries["127.0.0.1:5000"].insecure);
     assert!(matches!(
@@ -689,11 +703,11 @@ fn git_and_registry_auth_take_exactly_one_shape() {
         msg.contains("{username, password_file} or {token_file} or {docker_config}"),
         "{msg}"
     );
-    let config = fx.ok("version: 1\nregistries:\n  ghcr.io: {auth: {token_file: /run/token}}\n");
+    let config = fx.ok("version: 1\nregistries:\n  ghcr.io: {auth: {token_file: secrets/token}}\n");
     assert_eq!(
         config.registries["ghcr.io"].auth,
         RegistryAuth::Bearer {
-            token_file: "/run/token".into()
+            token_file: fx.dir.path().join("secrets/token")
         }
     );
 }
@@ -843,4 +857,188 @@ fn strange_input_yields_diagnostics_not_panics() {
             Err(_) => panic!("panicked on {input:?}"),
         }
     }
+}
+
+// ----- files the daemon reads when it runs -----
+
+#[test]
+fn secret_files_must_exist_and_be_readable_and_the_error_names_the_key() {
+    let fx = Fixture::new();
+    let missing = |key_path: &str, yaml: &str| {
+        let (_, _, msg) = fx.diag(yaml, key_path);
+        assert!(msg.contains("does not exist"), "{key_path}: {msg}");
+        assert!(msg.contains(&*fx.dir.path().to_string_lossy()), "names the file: {msg}");
+    };
+    missing(
+        "repositories.envs.auth.token_file",
+        &with(4, "    url: https://x/envs.git\n    auth: {token_file: secrets/nope}"),
+    );
+    missing(
+        "repositories.envs.auth.password_file",
+        &with(
+            4,
+            "    url: https://x/envs.git\n    auth: {username: bot, password_file: nope}",
+        ),
+    );
+    missing(
+        "repositories.envs.auth.ssh_key_file",
+        &with(4, "    url: ssh://git@x/envs.git\n    auth: {ssh_key_file: nope}"),
+    );
+    missing(
+        "repositories.envs.webhook_secret_file",
+        &with(4, "    url: https://x/envs.git\n    webhook_secret_file: nope"),
+    );
+    missing(
+        "repositories.envs.ca_file",
+        &with(4, "    url: https://x/envs.git\n    ca_file: certs/nope.pem"),
+    );
+    missing(
+        "repositories.envs.known_hosts_file",
+        &with(4, "    url: ssh://git@x/envs.git\n    known_hosts_file: nope"),
+    );
+    missing(
+        "repositories.envs.signing.ssh_key_file",
+        &with(4, "    url: https://x/envs.git\n    signing: {ssh_key_file: keys/nope}"),
+    );
+    missing(
+        "repositories.envs.signing.gpg_key_file",
+        &with(
+            4,
+            "    url: https://x/envs.git\n    signing: {gpg_key_file: keys/nope.asc}",
+        ),
+    );
+    missing(
+        "registries.\"ghcr.io\".auth.password_file",
+        "version: 1\nregistries:\n  ghcr.io: {auth: {username: u, password_file: nope}}\n",
+    );
+    missing(
+        "registries.\"ghcr.io\".auth.token_file",
+        "version: 1\nregistries:\n  ghcr.io: {auth: {token_file: nope}}\n",
+    );
+    missing(
+        "registries.\"ghcr.io\".auth.docker_config",
+        "version: 1\nregistries:\n  ghcr.io: {auth: {docker_config: nope.json}}\n",
+    );
+
+    // Where the daemon would refuse the content, validation does too.
+    let yaml = with(4, "    url: https://x/envs.git\n    webhook_secret_file: blank");
+    let (line, col, msg) = fx.diag(&yaml, "repositories.envs.webhook_secret_file");
+    assert_eq!((line, col), pos(&yaml, 5, "blank"));
+    assert!(msg.contains("is empty"), "{msg}");
+    let (_, _, msg) = fx.diag(
+        "version: 1\nregistries:\n  ghcr.io: {auth: {token_file: blank}}\n",
+        "registries.\"ghcr.io\".auth.token_file",
+    );
+    assert!(msg.contains("is empty"), "{msg}");
+    let (_, _, msg) = fx.diag(
+        "version: 1\nregistries:\n  ghcr.io: {auth: {docker_config: not-json.json}}\n",
+        "registries.\"ghcr.io\".auth.docker_config",
+    );
+    assert!(msg.contains("not-json.json"), "{msg}");
+    // A folder where a file belongs cannot be read as one.
+    let (_, _, msg) = fx.diag(
+        &with(4, "    url: https://x/envs.git\n    auth: {token_file: secrets}"),
+        "repositories.envs.auth.token_file",
+    );
+    assert!(msg.starts_with("cannot read"), "{msg}");
+}
+
+#[cfg(unix)]
+#[test]
+fn an_unreadable_secret_file_is_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let file = fx.dir.path().join("secrets/locked");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if std::fs::read(&file).is_ok() {
+        return; // root reads anything: nothing to check here.
+    }
+    let (_, _, msg) = fx.diag(
+        &with(4, "    url: https://x/envs.git\n    auth: {token_file: secrets/locked}"),
+        "repositories.envs.auth.token_file",
+    );
+    assert!(msg.starts_with("cannot read"), "{msg}");
+}
+
+#[test]
+fn repository_names_and_branches_must_work_as_folder_and_ref_names() {
+    let fx = Fixture::new();
+    let yaml = "version: 1\nrepositories:\n  .envs: {url: 'file:///srv/envs'}\n";
+    let (line, col, msg) = fx.diag(yaml, "repositories.\".envs\"");
+    assert_eq!((line, col), (3, 3));
+    assert!(
+        msg.contains("must not start with '.'") || msg.contains("does not start with '.'"),
+        "{msg}"
+    );
+    let (_, _, msg) = fx.diag(
+        "version: 1\nrepositories:\n  envs: {url: 'file:///srv/envs', branch: 'main..x'}\n",
+        "repositories.envs.branch",
+    );
+    assert!(msg.contains("not a valid git branch name"), "{msg}");
+    fx.ok("version: 1\nrepositories:\n  envs.v2: {url: 'file:///srv/envs', branch: release/2024}\n");
+}
+
+#[test]
+fn helm_image_keys_are_dotted_paths_per_environment() {
+    let fx = Fixture::new();
+    let config = fx.ok(&with(
+        26,
+        "    policy: prod\n    helm_image_keys: [image, worker.image]",
+    ));
+    assert_eq!(config.environments["prod"].helm_image_keys, ["image", "worker.image"]);
+    assert!(
+        config.environments["staging"].helm_image_keys.is_empty(),
+        "default: any `image` mapping"
+    );
+
+    let yaml = with(
+        26,
+        "    policy: prod\n    helm_image_keys: [image, 'worker..image', '']",
+    );
+    let all = fx.diags(&yaml);
+    let paths: Vec<&str> = all.iter().map(|d| d.key_path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "environments.prod.helm_image_keys[1]",
+            "environments.prod.helm_image_keys[2]"
+        ]
+    );
+    assert!(all[0].message.contains("dotted key path"), "{}", all[0]);
+    let (_, _, msg) = fx.diag(
+        &with(26, "    policy: prod\n    helm_image_keys: []"),
+        "environments.prod.helm_image_keys",
+    );
+    assert!(msg.contains("expected at least one"), "{msg}");
+    let (_, _, msg) = fx.diag(
+        &with(26, "    policy: prod\n    helm_image_keys: image"),
+        "environments.prod.helm_image_keys",
+    );
+    assert!(msg.contains("expected a list"), "{msg}");
+}
+
+#[test]
+fn only_the_configured_helm_image_keys_are_candidates() {
+    let fx = Fixture::new();
+    let config = fx.ok(&with(
+        21,
+        "  staging: {repository: envs, path: clusters/staging, helm_image_keys: [worker.image]}",
+    ));
+    let values = |api: &str, worker: &str| {
+        let text = format!(
+            "image:\n  repository: ghcr.io/acme/api\n  tag: {api}\nworker:\n  image:\n    repository: ghcr.io/acme/worker\n    tag: {worker}\n"
+        );
+        vec![("clusters/staging/values.yaml".to_string(), text.into_bytes())]
+    };
+    let (before, after) = (values("1.0.0", "2.0.0"), values("1.1.0", "2.1.0"));
+    // Both mappings changed; only the configured one is a candidate.
+    let opts = config.environments["staging"].detect_options();
+    let (bumps, errors) = crate::gate::detect::bumps(&before, &after, &opts);
+    assert!(errors.is_empty(), "{errors:?}");
+    let names: Vec<String> = bumps.iter().map(|b| b.after.name.clone()).collect();
+    assert_eq!(names, ["ghcr.io/acme/worker"]);
+    // Without the key both are.
+    let opts = config.environments["prod"].detect_options();
+    assert_eq!(crate::gate::detect::bumps(&before, &after, &opts).0.len(), 2);
 }

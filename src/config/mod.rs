@@ -91,6 +91,8 @@ pub struct Registry {
     pub auth: RegistryAuth,
     /// Serve this registry's images from an OCI image layout directory instead of the network.
     pub oci_layout: Option<PathBuf>,
+    /// Requests in flight to this registry at once (`max_concurrency`); `None`: the default, 8.
+    pub max_concurrency: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -119,8 +121,35 @@ pub struct Trust {
 
 #[derive(Debug, Clone)]
 pub enum Signer {
-    Key { path: PathBuf, key: PublicKey },
-    Keyless { issuer: String, subject: SubjectMatch },
+    Key {
+        path: PathBuf,
+        key: PublicKey,
+    },
+    Keyless {
+        issuer: String,
+        subject: SubjectMatch,
+        /// `claims`: globs over the certificate's GitHub workflow claims; all must match.
+        claims: Vec<ClaimMatch>,
+    },
+}
+
+/// One `trust.signers.<name>.keyless.claims` entry: a claim of [`crate::gate::CertificateIdentity`]
+/// (named as in its `CLAIMS`) and a glob in which `*` also matches `/`. A certificate without the
+/// claim does not match.
+#[derive(Debug, Clone)]
+pub struct ClaimMatch {
+    pub claim: String,
+    pub pattern: String,
+    pub glob: globset::GlobMatcher,
+}
+
+/// The claims part of a keyless signer's identity in digests (policy digest, verification cache key):
+/// empty without claims, so that digests of configurations that do not use them stay as they were.
+pub fn claims_id(claims: &[ClaimMatch]) -> String {
+    claims
+        .iter()
+        .map(|c| format!(":claim:{}={}", c.claim, c.pattern))
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +255,18 @@ pub struct Environment {
     pub policy: Option<String>,
     pub write: WriteMode,
     pub attest_promotions: Option<PathBuf>,
+    /// Key paths of Helm image mappings (`image`, `worker.image`), relative to the values root (SPEC §2).
+    /// Empty (the default): any mapping under a key named `image` that has a `repository`.
+    pub helm_image_keys: Vec<String>,
+}
+
+impl Environment {
+    /// What image detection looks for in this environment's files.
+    pub fn detect_options(&self) -> crate::manifest::DetectOptions {
+        crate::manifest::DetectOptions {
+            helm_image_keys: self.helm_image_keys.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,8 +10,9 @@ use std::time::Duration;
 use super::load::{child, Ctx, Fields, Kind, DURATION_HINT};
 use super::yaml::{Loc, Node, Value};
 use super::{
-    Author, ChainloopRule, CommitSigning, Config, Contract, Environment, GitAuth, MaterialRequirement, Mode, Policy,
-    ProvenanceRule, Registry, RegistryAuth, Repository, Rules, Signer, SubjectMatch, Trust, UpstreamRule, WriteMode,
+    Author, ChainloopRule, ClaimMatch, CommitSigning, Config, Contract, Environment, GitAuth, MaterialRequirement,
+    Mode, Policy, ProvenanceRule, Registry, RegistryAuth, Repository, Rules, Signer, SubjectMatch, Trust, UpstreamRule,
+    WriteMode,
 };
 use crate::gate::MaterialKind;
 use crate::keys::{PublicKey, SigningKey};
@@ -158,7 +159,18 @@ impl Ctx {
         });
         let branch = match f.get("branch") {
             None => Some(DEFAULT_BRANCH.to_string()),
-            Some((n, p)) => self.string(n, &p, "a branch name"),
+            Some((n, p)) => self.string(n, &p, "a branch name").and_then(|b| {
+                if git2::Reference::is_valid_name(&format!("refs/heads/{b}")) {
+                    Some(b)
+                } else {
+                    self.err(
+                        n.loc,
+                        &p,
+                        format!("{b:?} is not a valid git branch name; expected a branch name such as main"),
+                    );
+                    None
+                }
+            }),
         };
         let poll_interval = match f.get("poll_interval") {
             None => Some(DEFAULT_POLL_INTERVAL),
@@ -175,16 +187,18 @@ impl Ctx {
             None => Some(GitAuth::None),
             Some((n, p)) => self.git_auth(n, &p),
         };
-        let webhook_secret_file = self.optional(&f, "webhook_secret_file", |cx, n, p| cx.path(n, p, "a file path"));
+        let webhook_secret_file = self.optional(&f, "webhook_secret_file", |cx, n, p| {
+            cx.secret_file(n, p, "a file holding the webhook secret")
+        });
         let author = match f.get("author") {
             None => Some(default_author()),
             Some((n, p)) => self.author(n, &p, owner),
         };
         let url = url?;
         let ca_file = self.optional(&f, "ca_file", |cx, n, p| {
-            let file = cx.path(n, p, "a PEM file of CA certificates")?;
             if url.starts_with("https://") {
-                Some(file)
+                cx.readable_file(n, p, "a PEM file of CA certificates")
+                    .map(|(file, _)| file)
             } else {
                 cx.err(
                     n.loc,
@@ -195,9 +209,9 @@ impl Ctx {
             }
         });
         let known_hosts_file = self.optional(&f, "known_hosts_file", |cx, n, p| {
-            let file = cx.path(n, p, "an OpenSSH known_hosts file")?;
             if is_ssh_url(&url) {
-                Some(file)
+                cx.readable_file(n, p, "an OpenSSH known_hosts file")
+                    .map(|(file, _)| file)
             } else {
                 cx.err(
                     n.loc,
@@ -227,12 +241,12 @@ impl Ctx {
         let (which, f) = self.variant(node, path, node.loc, &variants)?;
         if which == 0 {
             let (n, p) = self.required(&f, "ssh_key_file", "an OpenSSH private key file")?;
-            return Some(CommitSigning::Ssh {
-                key_file: self.path(n, &p, "an OpenSSH private key file")?,
-            });
+            let (key_file, _) = self.readable_file(n, &p, "an OpenSSH private key file")?;
+            return Some(CommitSigning::Ssh { key_file });
         }
         let key_file = self.optional(&f, "gpg_key_file", |cx, n, p| {
-            cx.path(n, p, "an armored OpenPGP secret key file")
+            cx.readable_file(n, p, "an armored OpenPGP secret key file")
+                .map(|(file, _)| file)
         });
         let key_id = self.optional(&f, "gpg_key_id", |cx, n, p| {
             let id = cx.string(n, p, "a key id or fingerprint")?;
@@ -258,15 +272,18 @@ impl Ctx {
         let (which, f) = self.variant(node, path, node.loc, &variants)?;
         let file = |cx: &mut Self, key: &str| {
             cx.required(&f, key, "a file path")
-                .and_then(|(n, p)| cx.path(n, &p, "a file path"))
+                .and_then(|(n, p)| cx.secret_file(n, &p, "a file holding the secret"))
         };
         match which {
             0 => Some(GitAuth::Token {
                 token_file: file(self, "token_file")?,
             }),
-            1 => Some(GitAuth::SshKey {
-                ssh_key_file: file(self, "ssh_key_file")?,
-            }),
+            1 => {
+                const WHAT: &str = "an OpenSSH private key file";
+                let (n, p) = self.required(&f, "ssh_key_file", WHAT)?;
+                let (ssh_key_file, _) = self.readable_file(n, &p, WHAT)?;
+                Some(GitAuth::SshKey { ssh_key_file })
+            }
             _ => {
                 let username = self
                     .required(&f, "username", "a user name")
@@ -313,7 +330,13 @@ impl Ctx {
                 false
             }
         };
-        let f = self.mapping(node, path, owner, &["insecure", "auth", "oci_layout"], "key")?;
+        let f = self.mapping(
+            node,
+            path,
+            owner,
+            &["insecure", "auth", "oci_layout", "max_concurrency"],
+            "key",
+        )?;
         let insecure = match f.get("insecure") {
             None => Some(false),
             Some((n, p)) => self.boolean(n, &p).and_then(|insecure| {
@@ -328,25 +351,38 @@ impl Ctx {
         };
         let auth = match f.get("auth") {
             None => Some(RegistryAuth::Anonymous),
-            Some((n, p)) => self.registry_auth(n, &p),
+            Some((n, p)) => self.registry_auth(host, n, &p),
         };
         let oci_layout = self.optional(&f, "oci_layout", |cx, n, p| {
             cx.path(n, p, "an OCI image layout directory")
+        });
+        let max_concurrency = self.optional(&f, "max_concurrency", |cx, n, p| {
+            let n_requests = cx.count(n, p)?;
+            let nonzero = std::num::NonZeroUsize::new(n_requests as usize);
+            if nonzero.is_none() {
+                cx.err(
+                    n.loc,
+                    p,
+                    "expected at least 1 request in flight (0 would never fetch); default 8",
+                );
+            }
+            nonzero
         });
         host_ok.then_some(())?;
         Some(Registry {
             insecure: insecure?,
             auth: auth?,
             oci_layout: oci_layout?,
+            max_concurrency: max_concurrency?,
         })
     }
 
-    fn registry_auth(&mut self, node: &Node, path: &str) -> Option<RegistryAuth> {
+    fn registry_auth(&mut self, host: &str, node: &Node, path: &str) -> Option<RegistryAuth> {
         let variants: [&[&str]; 3] = [&["username", "password_file"], &["token_file"], &["docker_config"]];
         let (which, f) = self.variant(node, path, node.loc, &variants)?;
         let file = |cx: &mut Self, key: &str| {
             cx.required(&f, key, "a file path")
-                .and_then(|(n, p)| cx.path(n, &p, "a file path"))
+                .and_then(|(n, p)| cx.secret_file(n, &p, "a file holding the secret"))
         };
         match which {
             0 => {
@@ -362,9 +398,17 @@ impl Ctx {
             1 => Some(RegistryAuth::Bearer {
                 token_file: file(self, "token_file")?,
             }),
-            _ => Some(RegistryAuth::DockerConfig {
-                path: file(self, "docker_config")?,
-            }),
+            _ => {
+                const WHAT: &str = "a docker config.json";
+                let (n, p) = self.required(&f, "docker_config", WHAT)?;
+                let (file, bytes) = self.readable_file(n, &p, WHAT)?;
+                // The same reading `run` does at start-up, for this host.
+                if let Err(e) = crate::oci::auth::docker_config_auth(&bytes, host) {
+                    self.err(n.loc, &p, format!("{}: {e}; expected {WHAT}", file.display()));
+                    return None;
+                }
+                Some(RegistryAuth::DockerConfig { path: file })
+            }
         }
     }
 
@@ -433,8 +477,31 @@ impl Ctx {
                 }
             };
         }
-        let (n, p) = self.required(&f, "keyless", "a mapping {issuer, subject | subject_regex}")?;
-        let k = self.mapping(n, &p, f.owner, &["issuer", "subject", "subject_regex"], "key")?;
+        let (n, p) = self.required(&f, "keyless", "a mapping {issuer, subject | subject_regex, claims}")?;
+        let k = self.mapping(n, &p, f.owner, &["issuer", "subject", "subject_regex", "claims"], "key")?;
+        let claims = self.optional(&k, "claims", |cx, n, p| {
+            let names = crate::gate::CertificateIdentity::CLAIMS;
+            let c = cx.mapping(n, p, n.loc, &names, "claim")?;
+            let mut out = Vec::new();
+            let mut ok = true;
+            for (claim, _, _) in &c.entries {
+                let Some((vn, vp)) = c.get(claim) else { continue };
+                let pattern = cx.string(vn, &vp, "a glob pattern such as https://github.com/acme/*");
+                match pattern.map(|s| (globset::Glob::new(&s).map(|g| g.compile_matcher()), s)) {
+                    Some((Ok(glob), pattern)) => out.push(ClaimMatch {
+                        claim: claim.to_string(),
+                        pattern,
+                        glob,
+                    }),
+                    Some((Err(e), pattern)) => {
+                        cx.err(vn.loc, &vp, format!("invalid glob pattern {pattern:?}: {}", e.kind()));
+                        ok = false;
+                    }
+                    None => ok = false,
+                }
+            }
+            ok.then_some(out)
+        });
         let issuer = self
             .required(&k, "issuer", "the OIDC issuer URL")
             .and_then(|(n, p)| self.string(n, &p, "the OIDC issuer URL"));
@@ -477,6 +544,7 @@ impl Ctx {
         Some(Signer::Keyless {
             issuer: issuer?,
             subject: subject?,
+            claims: claims?.unwrap_or_default(),
         })
     }
 
@@ -837,13 +905,14 @@ impl Ctx {
     }
 
     fn environment(&mut self, name: &str, node: &Node, path: &str, owner: Loc) -> Option<Environment> {
-        const KEYS: [&str; 6] = [
+        const KEYS: [&str; 7] = [
             "repository",
             "path",
             "promote_from",
             "policy",
             "write",
             "attest_promotions",
+            "helm_image_keys",
         ];
         let f = self.mapping(node, path, owner, &KEYS, "key")?;
         let repository = self
@@ -910,6 +979,10 @@ impl Ctx {
                 }
             }
         });
+        let helm_image_keys = match f.get("helm_image_keys") {
+            None => Some(Vec::new()),
+            Some((n, p)) => self.helm_image_keys(n, &p),
+        };
         if matches!((&promote_from, &policy), (Some(Some(_)), Some(None))) {
             return None;
         }
@@ -921,7 +994,38 @@ impl Ctx {
             policy: policy?,
             write: write?,
             attest_promotions: attest_promotions?,
+            helm_image_keys: helm_image_keys?,
         })
+    }
+
+    /// `helm_image_keys: [image, worker.image]`: dotted key paths from the values root to image mappings.
+    fn helm_image_keys(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
+        const WHAT: &str = "a dotted key path from the values root, such as image or worker.image";
+        let items = self.list(node, path, "Helm image key paths")?;
+        if items.is_empty() {
+            self.err(
+                node.loc,
+                path,
+                "no key paths; expected at least one, or leave helm_image_keys out to find every `image` mapping",
+            );
+            return None;
+        }
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let ip = format!("{path}[{i}]");
+            let Some(key) = self.string(item, &ip, WHAT) else {
+                continue;
+            };
+            let dotted = key
+                .split('.')
+                .all(|part| !part.is_empty() && !part.chars().any(|c| c.is_whitespace() || c.is_control()));
+            if dotted {
+                out.push(key);
+            } else {
+                self.err(item.loc, &ip, format!("invalid key path {key:?}; expected {WHAT}"));
+            }
+        }
+        (out.len() == items.len()).then_some(out)
     }
 
     fn write_mode(&mut self, node: &Node, path: &str) -> Option<WriteMode> {

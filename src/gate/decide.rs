@@ -341,6 +341,7 @@ mod tests {
                                 "stranger".into()
                             },
                             method: if rng.below(2) == 0 { "key" } else { "keyless" },
+                            identity: None,
                         },
                         source: EvidenceSource::Att,
                         digest: d,

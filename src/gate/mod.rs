@@ -9,6 +9,7 @@ pub mod decide;
 pub mod detect;
 pub mod evidence;
 pub mod policy;
+pub mod promotion;
 pub mod record;
 pub mod rego;
 pub mod rules;
@@ -173,6 +174,106 @@ pub struct SignerMatch {
     pub signer: String,
     /// `key` or `keyless`.
     pub method: &'static str,
+    /// For `keyless`: the verified certificate's identity and GitHub workflow claims, so that rules and
+    /// Rego can bind a repository or ref the signer's subject pattern does not pin (reusable workflows
+    /// sign as the shared workflow, not as the calling repository). `None` for keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Box<CertificateIdentity>>,
+}
+
+/// The identity of a verified Fulcio certificate: its SAN and OIDC issuer, and the GitHub workflow
+/// claims Fulcio records (OIDs `1.3.6.1.4.1.57264.1.9`–`.22`; names as in Fulcio's `oid-info.md`).
+/// Absent claims serialise as `null`, so a Rego policy can test for them without `object.get`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct CertificateIdentity {
+    pub issuer: Option<String>,
+    pub subject: Option<String>,
+    pub build_signer_uri: Option<String>,
+    pub build_signer_digest: Option<String>,
+    pub runner_environment: Option<String>,
+    pub source_repository_uri: Option<String>,
+    pub source_repository_digest: Option<String>,
+    pub source_repository_ref: Option<String>,
+    pub source_repository_identifier: Option<String>,
+    pub source_repository_owner_uri: Option<String>,
+    pub source_repository_owner_identifier: Option<String>,
+    pub source_repository_visibility: Option<String>,
+    pub build_config_uri: Option<String>,
+    pub build_config_digest: Option<String>,
+    pub build_trigger: Option<String>,
+    pub run_invocation_uri: Option<String>,
+}
+
+impl CertificateIdentity {
+    /// The claim names `trust.signers.<name>.keyless.claims` accepts: every field but `issuer` and
+    /// `subject` (configured on their own), and the short forms `source_repository`, `source_ref` and
+    /// `source_digest`.
+    pub const CLAIMS: [&'static str; 17] = [
+        "build_signer_uri",
+        "build_signer_digest",
+        "runner_environment",
+        "source_repository_uri",
+        "source_repository_digest",
+        "source_repository_ref",
+        "source_repository_identifier",
+        "source_repository_owner_uri",
+        "source_repository_owner_identifier",
+        "source_repository_visibility",
+        "build_config_uri",
+        "build_config_digest",
+        "build_trigger",
+        "run_invocation_uri",
+        "source_repository",
+        "source_ref",
+        "source_digest",
+    ];
+
+    /// The value of a claim named as in [`Self::CLAIMS`]; `None` when the certificate lacks it or the
+    /// name is unknown (either way nothing can match it).
+    pub fn claim(&self, name: &str) -> Option<&str> {
+        let v = match name {
+            "build_signer_uri" => &self.build_signer_uri,
+            "build_signer_digest" => &self.build_signer_digest,
+            "runner_environment" => &self.runner_environment,
+            "source_repository_uri" | "source_repository" => &self.source_repository_uri,
+            "source_repository_digest" | "source_digest" => &self.source_repository_digest,
+            "source_repository_ref" | "source_ref" => &self.source_repository_ref,
+            "source_repository_identifier" => &self.source_repository_identifier,
+            "source_repository_owner_uri" => &self.source_repository_owner_uri,
+            "source_repository_owner_identifier" => &self.source_repository_owner_identifier,
+            "source_repository_visibility" => &self.source_repository_visibility,
+            "build_config_uri" => &self.build_config_uri,
+            "build_config_digest" => &self.build_config_digest,
+            "build_trigger" => &self.build_trigger,
+            "run_invocation_uri" => &self.run_invocation_uri,
+            _ => return None,
+        };
+        v.as_deref()
+    }
+}
+
+impl From<&crate::sigstore::Identity> for CertificateIdentity {
+    fn from(id: &crate::sigstore::Identity) -> Self {
+        let g = id.github.clone();
+        CertificateIdentity {
+            issuer: id.issuer.clone(),
+            subject: id.subject.clone(),
+            build_signer_uri: g.build_signer_uri,
+            build_signer_digest: g.build_signer_digest,
+            runner_environment: g.runner_environment,
+            source_repository_uri: g.source_repository_uri,
+            source_repository_digest: g.source_repository_digest,
+            source_repository_ref: g.source_repository_ref,
+            source_repository_identifier: g.source_repository_identifier,
+            source_repository_owner_uri: g.source_repository_owner_uri,
+            source_repository_owner_identifier: g.source_repository_owner_identifier,
+            source_repository_visibility: g.source_repository_visibility,
+            build_config_uri: g.build_config_uri,
+            build_config_digest: g.build_config_digest,
+            build_trigger: g.build_trigger,
+            run_invocation_uri: g.run_invocation_uri,
+        }
+    }
 }
 
 /// A verified material: its signature checked against a configured signer, its subject the candidate.

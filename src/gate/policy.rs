@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{Contract, MaterialRequirement, Policy, Rules, Signer, SubjectMatch};
+use crate::config::{claims_id, Contract, MaterialRequirement, Policy, Rules, Signer, SubjectMatch};
 use crate::gate::rules::{chainloop, provenance, sarif, vulns};
 use crate::gate::{Candidate, Material, MaterialKind, Outcome, Rejection, RuleResult, Verified};
 use crate::image::Digest;
@@ -90,6 +90,9 @@ fn material(req: &MaterialRequirement, verified: &Verified) -> RuleResult {
             evidence: counted.iter().map(|m| m.digest.clone()).collect(),
         };
     }
+    if let Some(listed) = chainloop_listed(req, verified) {
+        return listed;
+    }
     if let Some(m) = candidates.first() {
         let reason = if m.signer.method == "keyless" {
             ReasonCode::IdentityMismatch
@@ -145,6 +148,43 @@ fn material(req: &MaterialRequirement, verified: &Verified) -> RuleResult {
         message: format!("no {} found for the image", req.label()),
         evidence: vec![],
     }
+}
+
+/// SPEC §3: the materials a Chainloop attestation lists count as present. A required material of kind
+/// K is satisfied by a verified Chainloop attestation (about the candidate: [`crate::gate::verify`]
+/// accepts one only if its subjects or its `CONTAINER_IMAGE` materials name it) whose signer is among
+/// that material's `signers`, and that lists a material of a Chainloop type mapping to K, with a
+/// sha256 digest. The signer must count for K, not merely for `CHAINLOOP_ATTESTATION`: listing an SBOM
+/// is a claim about K made by that signer. A material that names its own `predicate_type` is not
+/// satisfied this way (Chainloop types carry no predicate type); nor is `ATTESTATION`.
+fn chainloop_listed(req: &MaterialRequirement, verified: &Verified) -> Option<RuleResult> {
+    if req.predicate_type.is_some() || req.kind == MaterialKind::ChainloopAttestation {
+        return None;
+    }
+    verified
+        .materials
+        .iter()
+        .filter(|m| m.kind == MaterialKind::ChainloopAttestation && req.signers.contains(&m.signer.signer))
+        .find_map(|m| {
+            let listed = chainloop::chainloop_material_kinds(&m.statement)
+                .into_iter()
+                .find(|c| c.kind == Some(req.kind) && c.sha256.is_some())?;
+            Some(RuleResult {
+                rule: format!("contract:{}", req.label()),
+                outcome: Outcome::Pass,
+                reason: None,
+                message: format!(
+                    "{} listed in Chainloop attestation {} (material `{}`, {} sha256:{}; signed by {})",
+                    req.label(),
+                    m.digest,
+                    listed.name,
+                    listed.chainloop_type,
+                    listed.sha256.as_deref().unwrap_or_default(),
+                    m.signer.signer
+                ),
+                evidence: vec![m.digest.clone()],
+            })
+        })
 }
 
 fn pass(rule: &str, message: String) -> RuleResult {
@@ -244,9 +284,13 @@ pub fn policy_digest(policy: &Policy, contract: &Contract, signers: &BTreeMap<St
         .filter_map(|name| {
             let id = match signers.get(name)? {
                 Signer::Key { key, .. } => format!("key:{}:{}", key.algorithm(), key.fingerprint()),
-                Signer::Keyless { issuer, subject } => match subject {
-                    SubjectMatch::Exact(s) => format!("keyless:{issuer}:exact:{s}"),
-                    SubjectMatch::Regex(r) => format!("keyless:{issuer}:regex:{}", r.as_str()),
+                Signer::Keyless {
+                    issuer,
+                    subject,
+                    claims,
+                } => match subject {
+                    SubjectMatch::Exact(s) => format!("keyless:{issuer}:exact:{s}{}", claims_id(claims)),
+                    SubjectMatch::Regex(r) => format!("keyless:{issuer}:regex:{}{}", r.as_str(), claims_id(claims)),
                 },
             };
             Some((name.as_str(), id))
@@ -311,6 +355,7 @@ mod tests {
             signer: SignerMatch {
                 signer: signer.to_string(),
                 method: "key",
+                identity: None,
             },
             source: EvidenceSource::Att,
             digest: digest(n),
@@ -626,5 +671,80 @@ mod tests {
         );
         optional.signers = vec!["ci-key".into()];
         assert_eq!(reason(contract(vec![optional])), (None, 2));
+    }
+
+    /// A verified Chainloop attestation listing an SBOM (with a digest) and a STRING (without).
+    fn chainloop_listing(signer: &str, n: u8) -> Material {
+        with_statement(
+            "chainloop.dev/attestation/v0.2",
+            signer,
+            n,
+            serde_json::json!({"materials": [
+                {"name": "sbom.cdx.json", "digest": {"sha256": hex::encode([5u8; 32])},
+                 "annotations": {"chainloop.material.type": "SBOM_CYCLONEDX_JSON", "chainloop.material.name": "sbom"}},
+                {"name": "note", "content": "aGk=",
+                 "annotations": {"chainloop.material.type": "STRING", "chainloop.material.name": "note"}},
+            ]}),
+        )
+    }
+
+    #[test]
+    fn a_material_listed_in_a_chainloop_attestation_by_an_accepted_signer_counts() {
+        let mut m = chainloop_listing("chainloop-key", 1);
+        m.kind = MaterialKind::ChainloopAttestation;
+        let v = Verified {
+            materials: vec![m],
+            rejections: vec![],
+        };
+        let c = contract(vec![
+            req(MaterialKind::SbomCyclonedxJson, &["chainloop-key"]),
+            req(MaterialKind::Sarif, &["chainloop-key"]),
+        ]);
+        let out = evaluate(&policy(Rules::default()), &c, &candidate("r.io/a/b:1"), &v);
+        assert_eq!(
+            (out[0].outcome, out[0].reason),
+            (Outcome::Pass, None),
+            "{}",
+            out[0].message
+        );
+        assert_eq!(out[0].evidence, vec![digest(1)]);
+        assert!(
+            out[0]
+                .message
+                .contains(&format!("listed in Chainloop attestation {}", digest(1))),
+            "{}",
+            out[0].message
+        );
+        // It lists no SARIF.
+        assert_eq!(out[1].reason, Some(ReasonCode::MaterialMissing), "{}", out[1].message);
+
+        // The attestation's signer must count for the listed kind itself.
+        let c = contract(vec![req(MaterialKind::SbomCyclonedxJson, &["release-key"])]);
+        let out = evaluate(&policy(Rules::default()), &c, &candidate("r.io/a/b:1"), &v);
+        assert_eq!(out[0].reason, Some(ReasonCode::MaterialMissing), "{}", out[0].message);
+        // A material that names its own predicate type cannot be satisfied by a Chainloop type.
+        let mut typed = req(MaterialKind::SbomCyclonedxJson, &["chainloop-key"]);
+        typed.predicate_type = Some("https://cyclonedx.org/bom/v1.5".into());
+        let out = evaluate(
+            &policy(Rules::default()),
+            &contract(vec![typed]),
+            &candidate("r.io/a/b:1"),
+            &v,
+        );
+        assert_eq!(out[0].reason, Some(ReasonCode::MaterialMissing), "{}", out[0].message);
+    }
+
+    #[test]
+    fn rules_that_read_documents_do_not_read_a_listed_only_material() {
+        let mut m = chainloop_listing("chainloop-key", 1);
+        m.kind = MaterialKind::ChainloopAttestation;
+        let v = Verified {
+            materials: vec![m],
+            rejections: vec![],
+        };
+        let c = contract(vec![req(MaterialKind::SbomCyclonedxJson, &["chainloop-key"])]);
+        let out = evaluate(&vulns_only(), &c, &candidate("r.io/a/b:1"), &v);
+        assert_eq!(out[0].outcome, Outcome::Pass);
+        assert_eq!(out[1].reason, Some(ReasonCode::MaterialMissing), "{}", out[1].message);
     }
 }

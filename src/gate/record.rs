@@ -415,6 +415,7 @@ mod tests {
             signer: SignerMatch {
                 signer: "release-key".into(),
                 method: "key",
+                identity: None,
             },
             source: EvidenceSource::Att,
             digest: digest(0xab),

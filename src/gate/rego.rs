@@ -138,7 +138,8 @@ fn rfc3339(t: time::OffsetDateTime) -> serde_json::Value {
 }
 
 /// The `input` document of SPEC §6: `{environment, image: {repository, digest, tag}, materials:
-/// [{kind, predicate_type, signer, digest, statement}], upstream: {environment, promoted_at}, now}`.
+/// [{kind, predicate_type, signer, digest, statement, certificate}], upstream: {environment, promoted_at}, now}`
+/// (`certificate`: see [`crate::gate::CertificateIdentity`]).
 /// `repository` is the image name as written (registry included); times are RFC 3339 in UTC.
 pub fn input(
     candidate: &Candidate,
@@ -159,6 +160,8 @@ pub fn input(
             "signer": m.signer.signer,
             "digest": m.digest.as_str(),
             "statement": m.statement,
+            // Additive to SPEC §6: the keyless certificate's identity and GitHub claims, `null` for keys.
+            "certificate": m.signer.identity,
         })).collect::<Vec<_>>(),
         "upstream": {
             "environment": upstream.environment,
@@ -363,6 +366,7 @@ mod tests {
             signer: SignerMatch {
                 signer: "release-key".into(),
                 method: "key",
+                identity: None,
             },
             source: EvidenceSource::Att,
             digest: digest(2),
@@ -520,6 +524,7 @@ result := {"violations": [sprintf("%d", [n])]}
                     "signer": "release-key",
                     "digest": digest(2).as_str(),
                     "statement": {"predicate": {"components": []}},
+                    "certificate": null,
                 }],
                 "upstream": {"environment": "staging", "promoted_at": "2025-03-01T11:00:00Z"},
                 "now": "2025-03-01T12:00:00Z",

@@ -16,13 +16,21 @@
 //! - Sigstore bundles v0.1–v0.3 (keyless, or keyed with a configured key): everything
 //!   [`crate::sigstore::verify_bundle`] checks, with the candidate digest as the expected subject.
 //!
+//! A statement is about the candidate when a sha256 subject is the candidate's digest; a Chainloop
+//! attestation (`chainloop.dev/attestation/v0.2`) also when it lists the candidate as a
+//! `CONTAINER_IMAGE` material. Keyless materials carry the certificate's identity and GitHub claims,
+//! which a keyless signer may constrain with `claims` globs.
+//!
 //! Rejections still say which predicate type the evidence claims, so that the policy can tell
 //! "SLSA_PROVENANCE present but not verifiable" from "SLSA_PROVENANCE missing".
 
 use std::fmt;
 
-use super::{EvidenceSource, Material, MaterialKind, RawEvidence, Rejection, SignerMatch, Verified};
-use crate::config::{Signer, SubjectMatch, Trust};
+use super::rules::chainloop::chainloop_lists_image;
+use super::{
+    CertificateIdentity, EvidenceSource, Material, MaterialKind, RawEvidence, Rejection, SignerMatch, Verified,
+};
+use crate::config::{ClaimMatch, Signer, SubjectMatch, Trust};
 use crate::dsse::{self, DsseError, Envelope, Statement};
 use crate::image::Digest;
 use crate::keys::PublicKey;
@@ -180,7 +188,16 @@ pub fn verify(evidence: &[RawEvidence], candidate: &Digest, trust: &Trust) -> Ve
         .signers
         .iter()
         .filter_map(|(name, signer)| match signer {
-            Signer::Keyless { issuer, subject } => Some(Keyless { name, issuer, subject }),
+            Signer::Keyless {
+                issuer,
+                subject,
+                claims,
+            } => Some(Keyless {
+                name,
+                issuer,
+                subject,
+                claims,
+            }),
             Signer::Key { .. } => None,
         })
         .collect();
@@ -203,6 +220,19 @@ struct Keyless<'a> {
     name: &'a str,
     issuer: &'a str,
     subject: &'a SubjectMatch,
+    claims: &'a [ClaimMatch],
+}
+
+/// The first of a signer's `claims` that the certificate does not satisfy, as text for messages.
+fn failed_claim(claims: &[ClaimMatch], identity: &CertificateIdentity) -> Option<String> {
+    claims.iter().find_map(|c| match identity.claim(&c.claim) {
+        Some(v) if c.glob.is_match(v) => None,
+        Some(v) => Some(format!("{} `{v}` does not match `{}`", c.claim, c.pattern)),
+        None => Some(format!(
+            "the certificate has no {} claim (wanted `{}`)",
+            c.claim, c.pattern
+        )),
+    })
 }
 
 /// The configured trust, split by kind.
@@ -266,7 +296,11 @@ fn verify_att(ev: &RawEvidence, candidate: &Digest, signers: &Signers<'_>) -> Re
             actual: statement.type_,
         });
     }
-    if !statement.has_subject(candidate) {
+    // Chainloop makes only `output` materials subjects: the image it attests is often listed only in
+    // `predicate.materials[]`. That list is inside the signed payload, so it binds as a subject does.
+    let chainloop_listed = MaterialKind::ChainloopAttestation.accepts_predicate(&statement.predicate_type)
+        && chainloop_lists_image(&value, candidate);
+    if !statement.has_subject(candidate) && !chainloop_listed {
         let subjects = statement
             .subject
             .iter()
@@ -397,6 +431,7 @@ fn matching_signers(keys: &[(&str, &PublicKey)], msg: &[u8], signatures: &[Vec<u
         .map(|(name, _)| SignerMatch {
             signer: (*name).to_string(),
             method: "key",
+            identity: None,
         })
         .collect()
 }
@@ -410,13 +445,18 @@ fn keyless_matches(identity: &sigstore::Identity, signers: &Signers<'_>) -> Resu
     if signers.keyless.is_empty() {
         return Err(VerifyError::NoKeylessSigner);
     }
+    let certificate = CertificateIdentity::from(identity);
     let matched: Vec<SignerMatch> = signers
         .keyless
         .iter()
-        .filter(|k| sigstore::verify::identity_matches(identity, k.issuer, k.subject))
+        .filter(|k| {
+            sigstore::verify::identity_matches(identity, k.issuer, k.subject)
+                && failed_claim(k.claims, &certificate).is_none()
+        })
         .map(|k| SignerMatch {
             signer: k.name.to_string(),
             method: "keyless",
+            identity: Some(Box::new(certificate.clone())),
         })
         .collect();
     if matched.is_empty() {
@@ -429,7 +469,16 @@ fn keyless_matches(identity: &sigstore::Identity, signers: &Signers<'_>) -> Resu
                         SubjectMatch::Exact(s) => format!("`{s}`"),
                         SubjectMatch::Regex(re) => format!("/{}/", re.as_str()),
                     };
-                    format!("{}: {subject} from `{}`", k.name, k.issuer)
+                    // A signer whose issuer and subject match fails on a claim: say which, since the
+                    // identity alone would look like a match to the reader.
+                    let claim = if sigstore::verify::identity_matches(identity, k.issuer, k.subject) {
+                        failed_claim(k.claims, &certificate)
+                            .map(|c| format!(", but {c}"))
+                            .unwrap_or_default()
+                    } else {
+                        String::new()
+                    };
+                    format!("{}: {subject} from `{}`{claim}", k.name, k.issuer)
                 })
                 .collect(),
             actual: sigstore::verify::describe(identity),
@@ -530,7 +579,12 @@ fn verify_bundle(ev: &RawEvidence, candidate: &Digest, signers: &Signers<'_>) ->
     let bundle = Bundle::parse(&ev.bytes).map_err(VerifyError::Sigstore)?;
     let tried = || signers.keys.iter().map(|(n, _)| (*n).to_string()).collect::<Vec<_>>();
     let root = signers.root.ok_or(VerifyError::BundleNeedsRoot)?;
-    let expected = [ArtifactDigest::sha256(&candidate_bytes(candidate))];
+    let about_candidate = [ArtifactDigest::sha256(&candidate_bytes(candidate))];
+    // The sigstore check wants a subject among `expected`. A Chainloop statement may list the candidate
+    // only among its materials: its own subjects are accepted there, and the listing is checked on the
+    // verified statement below.
+    let mut expected = about_candidate.to_vec();
+    expected.extend(chainloop_subject_digests(&bundle, candidate));
     let signed_by = match &bundle.material {
         bundle::VerificationMaterial::Certificates(_) => {
             let v = sigstore::verify_bundle(&bundle, root, &expected, &[]).map_err(VerifyError::Sigstore)?;
@@ -552,6 +606,7 @@ fn verify_bundle(ev: &RawEvidence, candidate: &Digest, signers: &Signers<'_>) ->
                         matched.push(SignerMatch {
                             signer: (*name).to_string(),
                             method: "key",
+                            identity: None,
                         });
                         last = Some(Ok(v));
                     }
@@ -573,6 +628,13 @@ fn verify_bundle(ev: &RawEvidence, candidate: &Digest, signers: &Signers<'_>) ->
     let (kind, predicate_type, statement) = match verified.statement {
         Some(statement) => {
             let predicate_type = statement["predicateType"].as_str().unwrap_or_default().to_string();
+            if let Err(e) = sigstore::verify::check_subject(&statement, &about_candidate) {
+                let listed = MaterialKind::ChainloopAttestation.accepts_predicate(&predicate_type)
+                    && chainloop_lists_image(&statement, candidate);
+                if !listed {
+                    return Err(VerifyError::Sigstore(e));
+                }
+            }
             if let Some(annotation) = ev
                 .annotations
                 .get(ANNOTATION_BUNDLE_PREDICATE_TYPE)
@@ -594,6 +656,33 @@ fn verify_bundle(ev: &RawEvidence, candidate: &Digest, signers: &Signers<'_>) ->
         ),
     };
     Ok(materials(ev, kind, &predicate_type, &signed_by, statement))
+}
+
+/// The sha256 subjects of the **unverified** statement of a DSSE bundle when it is a Chainloop
+/// attestation that lists the candidate among its materials; empty otherwise. Only a hint for the
+/// subject check: the listing itself is checked again once the signature has verified.
+fn chainloop_subject_digests(bundle: &Bundle, candidate: &Digest) -> Vec<ArtifactDigest> {
+    let bundle::Content::Dsse(env) = &bundle.content else {
+        return Vec::new();
+    };
+    let Some(statement) =
+        dsse::decode_b64(&env.payload).and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
+    else {
+        return Vec::new();
+    };
+    let predicate_type = statement["predicateType"].as_str().unwrap_or_default();
+    if !MaterialKind::ChainloopAttestation.accepts_predicate(predicate_type)
+        || !chainloop_lists_image(&statement, candidate)
+    {
+        return Vec::new();
+    }
+    statement["subject"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["digest"]["sha256"].as_str().and_then(|h| hex::decode(h).ok()))
+        .map(|d| ArtifactDigest::sha256(&d))
+        .collect()
 }
 
 fn no_key_error(ev: &RawEvidence, keys: &[(&str, &PublicKey)]) -> VerifyError {
@@ -804,7 +893,8 @@ mod tests {
             m.signer,
             SignerMatch {
                 signer: "release-key".into(),
-                method: "key"
+                method: "key",
+                identity: None,
             }
         );
         assert_eq!(m.source, EvidenceSource::Att);
@@ -867,6 +957,7 @@ mod tests {
             subject: SubjectMatch::Exact(
                 "https://github.com/acme/api/.github/workflows/release.yml@refs/tags/v1".into(),
             ),
+            claims: vec![],
         };
         let only_keyless = BTreeMap::from([("github-release".to_string(), keyless)]);
         let r = rejected(signed_att(&key, &statement(&candidate(), SLSA)), &only_keyless);
@@ -1399,6 +1490,7 @@ mod tests {
                         Signer::Keyless {
                             issuer: issuer.to_string(),
                             subject: subject.clone(),
+                            claims: vec![],
                         },
                     )
                 })
@@ -1445,7 +1537,8 @@ mod tests {
             m.signer,
             SignerMatch {
                 signer: "mitr".into(),
-                method: "keyless"
+                method: "keyless",
+                identity: v.materials[0].signer.identity.clone(),
             }
         );
     }
@@ -1561,5 +1654,208 @@ mod tests {
             "{}",
             v.rejections[0].message
         );
+    }
+
+    // ---- Chainloop attestations: the candidate listed among the materials ----
+
+    const CHAINLOOP: &str = "chainloop.dev/attestation/v0.2";
+
+    /// A Chainloop-shaped statement: the workflow run is the subject; `image` appears only in
+    /// `predicate.materials[]`, with the snake-case `media_type` Chainloop writes there.
+    fn chainloop_statement(predicate_type: &str, image: &Digest, material_type: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "_type": dsse::STATEMENT_V1,
+            "subject": [{"name": "chainloop.workflow.build", "digest": {"sha256": hex::encode([7u8; 32])}}],
+            "predicateType": predicate_type,
+            "predicate": {"materials": [{
+                "name": "registry.example/acme/api",
+                "digest": {"sha256": image.hex()},
+                "media_type": "application/vnd.oci.image.manifest.v1+json",
+                "annotations": {"chainloop.material.type": material_type, "chainloop.material.name": "image"},
+            }]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_chainloop_attestation_that_lists_the_candidate_as_a_container_image_is_about_it() {
+        let key = SigningKey::generate();
+        let s = signers(&[("release-key", &key)]);
+        let m = accepted(
+            signed_att(&key, &chainloop_statement(CHAINLOOP, &candidate(), "CONTAINER_IMAGE")),
+            &s,
+        );
+        assert_eq!(
+            (m.kind, m.predicate_type.as_str()),
+            (MaterialKind::ChainloopAttestation, CHAINLOOP)
+        );
+        // Any other statement type keeps the strict subject check; so does a Chainloop listing of
+        // another image, or of the candidate's digest as a material that is not an image.
+        for (predicate_type, image, material_type) in [
+            (SLSA, candidate(), "CONTAINER_IMAGE"),
+            (CHAINLOOP, other_image(), "CONTAINER_IMAGE"),
+            (CHAINLOOP, candidate(), "ARTIFACT"),
+        ] {
+            let ev = signed_att(&key, &chainloop_statement(predicate_type, &image, material_type));
+            let r = rejected(ev, &s);
+            assert_eq!(
+                r.reason,
+                ReasonCode::SubjectMismatch,
+                "{predicate_type} {material_type}: {}",
+                r.message
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_verified_chainloop_bundle_lends_its_subjects_to_the_subject_check() {
+        let bundle_of = |payload: &[u8]| {
+            let env = Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, payload, &SigningKey::generate());
+            Bundle {
+                media_type: "application/vnd.dev.sigstore.bundle.v0.3+json".into(),
+                version: bundle::Version::V03,
+                material: bundle::VerificationMaterial::Certificates(vec![]),
+                tlog_entries: vec![],
+                timestamps: vec![],
+                content: bundle::Content::Dsse(env),
+            }
+        };
+        let listed = bundle_of(&chainloop_statement(CHAINLOOP, &candidate(), "CONTAINER_IMAGE"));
+        assert_eq!(
+            chainloop_subject_digests(&listed, &candidate()),
+            vec![ArtifactDigest::sha256(&[7u8; 32])]
+        );
+        assert!(chainloop_subject_digests(&listed, &other_image()).is_empty());
+        let slsa = bundle_of(&chainloop_statement(SLSA, &candidate(), "CONTAINER_IMAGE"));
+        assert!(chainloop_subject_digests(&slsa, &candidate()).is_empty());
+    }
+
+    // ---- keyless identity: certificate claims ----
+
+    fn claims(list: &[(&str, &str)]) -> Vec<ClaimMatch> {
+        list.iter()
+            .map(|(claim, pattern)| ClaimMatch {
+                claim: claim.to_string(),
+                pattern: pattern.to_string(),
+                glob: globset::Glob::new(pattern).unwrap().compile_matcher(),
+            })
+            .collect()
+    }
+
+    fn with_claims(mut trust: Trust, list: &[(&str, &str)]) -> Trust {
+        for signer in trust.signers.values_mut() {
+            if let Signer::Keyless { claims: c, .. } = signer {
+                *c = claims(list);
+            }
+        }
+        trust
+    }
+
+    /// GitHub's reusable attest workflow signs for `malancas/attest-demo` (vectors README §3).
+    fn reusable_workflow() -> (RawEvidence, Digest, Trust) {
+        let ev = evidence(
+            EvidenceSource::Bundle,
+            "application/vnd.dev.sigstore.bundle.v0.3+json",
+            vector("cli-gh-attestation/reusable-workflow-attestation.sigstore.json"),
+            &[],
+        );
+        let subject = SubjectMatch::Regex(
+            regex::Regex::new(
+                r"^https://github\.com/github/artifact-attestations-workflows/\.github/workflows/attest\.yml@.+$",
+            )
+            .unwrap(),
+        );
+        let artifact = digest("sha256:49a3aa6075e0f49f82843e74b5baa614ad2a588e6675612bf108a0a008c5ac25");
+        (ev, artifact, keyless_trust(&[("attest", GH_ISSUER, subject)]))
+    }
+
+    #[test]
+    fn keyless_materials_carry_the_certificate_identity_and_github_claims() {
+        let (ev, artifact, trust) = reusable_workflow();
+        let v = super::verify(&[ev], &artifact, &trust);
+        assert!(v.rejections.is_empty(), "{:?}", v.rejections);
+        let id = v.materials[0].signer.identity.as_deref().expect("keyless identity");
+        assert_eq!(id.issuer.as_deref(), Some(GH_ISSUER));
+        assert_eq!(
+            id.source_repository_uri.as_deref(),
+            Some("https://github.com/malancas/attest-demo")
+        );
+        assert!(
+            id.build_signer_uri
+                .as_deref()
+                .is_some_and(|b| b.starts_with("https://github.com/github/artifact-attestations-workflows/")),
+            "{id:?}"
+        );
+        let json = serde_json::to_value(&v.materials[0].signer).unwrap();
+        assert_eq!(
+            json["identity"]["source_repository_uri"],
+            "https://github.com/malancas/attest-demo"
+        );
+    }
+
+    #[test]
+    fn claims_bind_the_calling_repository_of_a_reusable_workflow() {
+        let (ev, artifact, trust) = reusable_workflow();
+        let ok = with_claims(trust.clone(), &[("source_repository", "https://github.com/malancas/*")]);
+        let v = super::verify(std::slice::from_ref(&ev), &artifact, &ok);
+        assert!(v.rejections.is_empty(), "{:?}", v.rejections);
+        let other = with_claims(trust, &[("source_repository", "https://github.com/acme/*")]);
+        let v = super::verify(&[ev], &artifact, &other);
+        let r = &v.rejections[0];
+        assert_eq!(r.reason, ReasonCode::IdentityMismatch, "{}", r.message);
+        assert!(
+            r.message
+                .contains("source_repository `https://github.com/malancas/attest-demo` does not match `https://github.com/acme/*`"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn claims_on_a_release_tag_signature_and_a_missing_claim_fails_closed() {
+        // sigstore-python's bundle_v3_github: trailofbits/rfc8785.py, release of refs/tags/v0.1.2.
+        let ev = evidence(
+            EvidenceSource::Bundle,
+            "application/vnd.dev.sigstore.bundle+json;version=0.2",
+            vector("sigstore-python/bundle_v3_github.whl.sigstore"),
+            &[],
+        );
+        let wheel = digest("sha256:c4e92e9ecc828bef2aa7dba1de8ac983511f7532a0df11c770d39099a25cf201");
+        let trust = keyless_trust(&[(
+            "rfc8785",
+            GH_ISSUER,
+            exact("https://github.com/trailofbits/rfc8785.py/.github/workflows/release.yml@refs/tags/v0.1.2"),
+        )]);
+        let verify_with =
+            |list: &[(&str, &str)]| super::verify(std::slice::from_ref(&ev), &wheel, &with_claims(trust.clone(), list));
+        let v = verify_with(&[
+            ("source_repository", "https://github.com/trailofbits/*"),
+            ("source_ref", "refs/tags/*"),
+            ("build_trigger", "release"),
+            ("source_repository_visibility", "public"),
+        ]);
+        assert!(v.rejections.is_empty(), "{:?}", v.rejections);
+        assert_eq!(
+            v.materials[0]
+                .signer
+                .identity
+                .as_deref()
+                .and_then(|i| i.source_repository_ref.as_deref()),
+            Some("refs/tags/v0.1.2")
+        );
+        let v = verify_with(&[("source_ref", "refs/heads/*")]);
+        assert_eq!(
+            v.rejections[0].reason,
+            ReasonCode::IdentityMismatch,
+            "{}",
+            v.rejections[0].message
+        );
+        // A claim the certificate does not have never matches, even `*`.
+        let no_claim = CertificateIdentity {
+            source_repository_uri: Some("https://github.com/acme/api".into()),
+            ..CertificateIdentity::default()
+        };
+        assert!(failed_claim(&claims(&[("runner_environment", "*")]), &no_claim).is_some());
+        assert!(failed_claim(&claims(&[("source_repository", "*")]), &no_claim).is_none());
     }
 }

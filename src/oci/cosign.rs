@@ -35,8 +35,72 @@ pub trait Backend: Send + Sync {
     async fn bundle_referrers(&self, image: &ImageRef, digest: &Digest) -> Result<Vec<Descriptor>, EvidenceError>;
 }
 
+/// The annotation added to evidence found on a platform manifest of a multi-arch candidate: the
+/// platform manifest's digest, so that a release manager reading the rejection sees where it was.
+pub const ATTACHED_TO: &str = "dev.tollgate/attached-to";
+
 /// Everything attached to `digest`: `.sig` layers, `.att` layers, then Sigstore bundles.
+///
+/// When `digest` is an image index (a multi-arch image), evidence attached to the index digest is
+/// what counts: tollgate promotes the index digest, so a statement must be about that digest
+/// (cosign signs the index by default). Evidence attached only to a platform manifest is fetched
+/// too, marked with [`ATTACHED_TO`], and reported: its subject is the platform digest, so
+/// verification rejects it with a subject mismatch instead of it silently vanishing. It is not a
+/// substitute, because the index can list platforms no evidence speaks for, and a per-platform rule
+/// ("every platform signed") is a policy decision this layer should not make.
 pub async fn fetch<B: Backend + ?Sized>(
+    b: &B,
+    image: &ImageRef,
+    digest: &Digest,
+) -> Result<Vec<RawEvidence>, EvidenceError> {
+    let mut out = fetch_attached(b, image, digest).await?;
+    for platform in platform_manifests(b, image, digest).await? {
+        for mut ev in fetch_attached(b, image, &platform).await? {
+            ev.annotations.insert(ATTACHED_TO.to_string(), platform.to_string());
+            out.push(ev);
+        }
+    }
+    Ok(out)
+}
+
+/// The platform manifests of `digest` if it is an image index or Docker manifest list (at most
+/// [`Limits::max_layers`] of them, else the index is refused); empty for a plain image manifest.
+async fn platform_manifests<B: Backend + ?Sized>(
+    b: &B,
+    image: &ImageRef,
+    digest: &Digest,
+) -> Result<Vec<Digest>, EvidenceError> {
+    let Some(bytes) = b.get_manifest(image, digest.as_str()).await? else {
+        return Ok(Vec::new());
+    };
+    let ctx = Ctx {
+        store: b.store_name(),
+        reference: digest.as_str(),
+    };
+    manifest::check_blob(digest, bytes.len() as u64, &bytes, ctx)?;
+    // Only the media type decides; an image manifest also parses as an index with no entries.
+    let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string));
+    let is_index = matches!(
+        media_type.as_deref(),
+        Some(manifest::OCI_INDEX | manifest::DOCKER_MANIFEST_LIST)
+    );
+    if !is_index {
+        return Ok(Vec::new());
+    }
+    let limits = b.limits();
+    let index = manifest::parse_index(&bytes, Some(limits.max_layers), limits, ctx)?;
+    index
+        .manifests
+        .iter()
+        .filter(|d| d.media_type == OCI_MANIFEST || d.media_type == manifest::DOCKER_MANIFEST)
+        .map(|d| Digest::parse(&d.digest).map_err(|e| ctx.invalid(format!("index entry digest: {e}"))))
+        .collect()
+}
+
+/// What hangs off exactly `digest`: its `.sig` and `.att` layers, then its Sigstore bundles.
+async fn fetch_attached<B: Backend + ?Sized>(
     b: &B,
     image: &ImageRef,
     digest: &Digest,

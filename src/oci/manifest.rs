@@ -39,6 +39,11 @@ pub struct Limits {
     pub max_layers: usize,
     /// Per registry request (connect and read), and for each whole operation.
     pub request_timeout: Duration,
+    /// Attempts per registry request when the answer is transient (429, 5xx, a dropped
+    /// connection); after the last, the error stays `Unavailable` (a defer).
+    pub max_attempts: u32,
+    /// Wall-clock budget for one request with all its retries: backoff never sleeps past it.
+    pub retry_budget: Duration,
 }
 
 impl Default for Limits {
@@ -48,6 +53,8 @@ impl Default for Limits {
             max_blob_bytes: 16 * 1024 * 1024,
             max_layers: 64,
             request_timeout: Duration::from_secs(10),
+            max_attempts: 3,
+            retry_budget: Duration::from_secs(10),
         }
     }
 }

@@ -5,9 +5,11 @@
 //! - [`manifest`]: OCI manifest / index types and the pure checks against [`Limits`].
 //! - [`build`]: pure builders for small images and for cosign `.sig` / `.att` manifests.
 //! - [`cosign`]: the cosign tag layout and Sigstore referrers, written once over a small backend.
-//! - [`registry`], [`layout`]: the two backends; [`auth`]: registry credentials from the config.
+//! - [`registry`], [`layout`]: the two backends; [`auth`]: registry credentials from the config;
+//!   `bounded`: the registry's manifest GET that stops reading at the size limit.
 
 pub mod auth;
+mod bounded;
 pub mod build;
 pub mod cosign;
 pub mod layout;
@@ -22,6 +24,7 @@ pub use layout::LayoutStore;
 pub use manifest::Limits;
 pub use registry::RegistryStore;
 
+use crate::cache::EvidenceCache;
 use crate::config::Config;
 use crate::gate::evidence::EvidenceStore;
 use crate::image::ImageRef;
@@ -59,6 +62,9 @@ pub struct Stores {
     /// One HTTP client for all unconfigured hosts; oci-client keys credentials and tokens by host.
     anonymous: oci_client::Client,
     limits: Limits,
+    /// Fetched and verified evidence, shared by every evaluation through this router (it lives
+    /// here because every gate has exactly one `Stores`).
+    cache: Arc<EvidenceCache>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -90,6 +96,7 @@ impl Stores {
             others: Mutex::new(BTreeMap::new()),
             anonymous: registry::anonymous_client(&limits)?,
             limits,
+            cache: Arc::new(EvidenceCache::default()),
         })
     }
 
@@ -103,7 +110,18 @@ impl Stores {
             others: Mutex::new(BTreeMap::new()),
             anonymous: registry::anonymous_client(&limits)?,
             limits,
+            cache: Arc::new(EvidenceCache::default()),
         })
+    }
+
+    /// Replaces the evidence cache (tests and benchmarks size it, or turn fetch caching off).
+    pub fn with_cache(mut self, cache: Arc<EvidenceCache>) -> Stores {
+        self.cache = cache;
+        self
+    }
+
+    pub fn cache(&self) -> &Arc<EvidenceCache> {
+        &self.cache
     }
 
     /// The store for the image's registry host ([`ImageRef::registry`]).

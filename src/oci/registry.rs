@@ -3,14 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth as OciAuth;
 use oci_client::{Client, Reference};
+use tokio::sync::Semaphore;
 
+use super::bounded::{BoundedGet, Got};
 use super::build::{self, Blob};
 use super::cosign::{self, Backend};
 use super::manifest::{Descriptor, Limits, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
@@ -22,13 +26,25 @@ use crate::image::{Digest, ImageRef};
 
 const ACCEPT: &[&str] = &[OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_MANIFEST_LIST];
 
-/// One registry host. Cheap to clone (the HTTP client and its token cache are shared).
+/// Requests in flight per registry host unless `registries.<host>.max_concurrency` says otherwise.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
+
+/// One registry host. Cheap to clone (the HTTP client, its token cache and the concurrency permits
+/// are shared).
 #[derive(Clone)]
 pub struct RegistryStore {
     host: String,
     client: Client,
     auth: OciAuth,
     limits: Limits,
+    /// Bounds requests in flight to this host across all evaluations, so that many candidates at
+    /// once (a daemon start, a big bump) do not trip the registry's rate limits or hold many
+    /// connections open.
+    permits: Arc<Semaphore>,
+    /// Manifest reads that stop at the size limit; `None` only if its HTTP client could not be
+    /// built for an unconfigured host, where oci-client's whole-body read (under the operation
+    /// timeout) is the fallback.
+    bounded: Option<Arc<BoundedGet>>,
 }
 
 impl std::fmt::Debug for RegistryStore {
@@ -50,7 +66,16 @@ impl RegistryStore {
     pub fn with_limits(host: &str, cfg: &config::Registry, limits: Limits) -> Result<Self, StoreError> {
         let auth = super::auth::credentials(host, &cfg.auth)?;
         let client = client(host, cfg.insecure, &limits)?;
-        Ok(Self::from_parts(host, client, auth, limits))
+        let mut store = Self::from_parts(host, client, auth, limits);
+        let bounded = BoundedGet::new(cfg.insecure, &limits).map_err(|e| StoreError::Client {
+            host: host.to_string(),
+            detail: e.to_string(),
+        })?;
+        store.bounded = Some(Arc::new(bounded));
+        if let Some(n) = cfg.max_concurrency {
+            store.permits = Arc::new(Semaphore::new(n.get()));
+        }
+        Ok(store)
     }
 
     /// An anonymous HTTPS store sharing `client` (for hosts the config does not name).
@@ -60,6 +85,8 @@ impl RegistryStore {
             client,
             auth,
             limits,
+            permits: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENCY)),
+            bounded: BoundedGet::new(false, &limits).ok().map(Arc::new),
         }
     }
 
@@ -113,19 +140,43 @@ impl RegistryStore {
         self.client.store_auth_if_needed(r.resolve_registry(), &self.auth).await;
     }
 
-    /// Runs one registry operation under the whole-operation timeout (oci-client only bounds each
-    /// connect and read, so a registry that trickles bytes could otherwise hold us forever).
-    async fn timed<T>(
-        &self,
-        reference: &str,
-        fut: impl std::future::Future<Output = Result<T, OciDistributionError>>,
-    ) -> Result<T, Failure> {
-        match tokio::time::timeout(self.limits.request_timeout, fut).await {
-            Ok(r) => r.map_err(|e| classify(&self.host, reference, e)),
-            Err(_) => Err(Failure::Other(EvidenceError::Unavailable {
-                registry: self.host.clone(),
-                detail: format!("{reference}: no answer within {:?}", self.limits.request_timeout),
-            })),
+    /// Runs one registry request: under a concurrency permit, under the whole-operation timeout
+    /// (oci-client only bounds each connect and read, so a registry that trickles bytes could
+    /// otherwise hold us forever), retried with backoff on transient answers within
+    /// [`Limits::max_attempts`] and [`Limits::retry_budget`]. `op` makes a fresh request each time.
+    async fn timed<T, F, Fut>(&self, reference: &str, mut op: F) -> Result<T, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
+    {
+        let started = tokio::time::Instant::now();
+        let budget = self.limits.retry_budget.max(self.limits.request_timeout);
+        let mut attempt = 1;
+        loop {
+            let res = {
+                // Never closed, so `acquire` cannot fail; if it ever did, run unbounded rather than fail.
+                let _permit = self.permits.acquire().await.ok();
+                let left = budget.saturating_sub(started.elapsed());
+                tokio::time::timeout(self.limits.request_timeout.min(left), op()).await
+            };
+            let (retry, failure) = match res {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => (retryable(&e), classify(&self.host, reference, e)),
+                Err(_) => (
+                    false,
+                    Failure::Other(EvidenceError::Unavailable {
+                        registry: self.host.clone(),
+                        detail: format!("{reference}: no answer within {:?}", self.limits.request_timeout),
+                    }),
+                ),
+            };
+            let wait = backoff(attempt);
+            if !retry || attempt >= self.limits.max_attempts || started.elapsed() + wait >= budget {
+                return Err(failure);
+            }
+            tracing::debug!(registry = %self.host, attempt, wait_ms = wait.as_millis() as u64, "registry request retried");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         }
     }
 
@@ -244,6 +295,33 @@ fn classify(host: &str, reference: &str, e: OciDistributionError) -> Failure {
     }
 }
 
+/// Answers worth asking again for: the registry is overloaded or rate limiting (429, 5xx, 408)
+/// or the connection dropped. Everything else (not found, denied, malformed) answers the same way
+/// on a second try.
+fn retryable(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429 || *code == 408,
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().any(|e| e.code == OciErrorCode::Toomanyrequests)
+        }
+        // Connection refused, reset or closed mid-body; reqwest's own timeouts land here too.
+        OciDistributionError::RequestError(_) => true,
+        _ => false,
+    }
+}
+
+/// Exponential backoff with jitter: about 200 ms, 400 ms, 800 ms … (each between half and the
+/// whole of that), so that many evaluations deferred by the same outage do not retry in lockstep.
+/// oci-client does not expose response headers, so a `Retry-After` cannot be read here; the
+/// retry budget bounds the wait either way.
+fn backoff(attempt: u32) -> Duration {
+    use rand_core::RngCore;
+    let base = Duration::from_millis(200).saturating_mul(1 << attempt.saturating_sub(1).min(6));
+    let half = base / 2;
+    let jitter = u64::from(rand_core::OsRng.next_u32()) % (half.as_millis() as u64 + 1);
+    half + Duration::from_millis(jitter)
+}
+
 /// Registry error bodies are attacker-controlled text: keep what we log and record short.
 fn truncate(s: &str) -> String {
     const MAX: usize = 300;
@@ -290,13 +368,29 @@ impl Backend for RegistryStore {
 
     async fn get_manifest(&self, image: &ImageRef, reference: &str) -> Result<Option<Vec<u8>>, EvidenceError> {
         let r = self.reference(image, reference);
-        // oci-client reads the whole body before we can check its size; the operation timeout
-        // bounds how much a hostile registry can send. The limit is enforced right after.
-        match self
-            .timed(reference, self.client.pull_manifest_raw(&r, &self.auth, ACCEPT))
-            .await
-        {
-            Ok((bytes, _)) => Ok(Some(bytes.to_vec())),
+        let max = self.limits.max_manifest_bytes;
+        let got = match &self.bounded {
+            Some(bounded) => {
+                self.timed(reference, || bounded.get(&self.client, &self.auth, &r, ACCEPT, max))
+                    .await
+            }
+            // oci-client reads the whole body before we can check its size; the operation timeout
+            // bounds how much a hostile registry can send, and the limit is enforced right after.
+            None => self
+                .timed(reference, || self.client.pull_manifest_raw(&r, &self.auth, ACCEPT))
+                .await
+                .map(|(bytes, _)| Got::Body(bytes.to_vec())),
+        };
+        match got {
+            Ok(Got::Body(bytes)) => Ok(Some(bytes)),
+            Ok(Got::TooLarge { declared }) => Err(EvidenceError::Invalid {
+                registry: self.host.clone(),
+                reference: reference.to_string(),
+                detail: match declared {
+                    Some(n) => format!("manifest is {n} bytes, over the limit of {max} bytes (max manifest size)"),
+                    None => format!("manifest is over the limit of {max} bytes (max manifest size); stopped reading"),
+                },
+            }),
             Err(Failure::Missing) => Ok(None),
             Err(f) => Err(f.into_error(&self.host, reference)),
         }
@@ -305,28 +399,29 @@ impl Backend for RegistryStore {
     async fn get_blob(&self, image: &ImageRef, desc: &Descriptor) -> Result<Vec<u8>, EvidenceError> {
         let r = self.reference(image, &desc.digest);
         self.ensure_auth(&r).await;
-        let mut sink = LimitedBuf {
-            buf: Vec::new(),
-            limit: self.limits.max_blob_bytes,
-            exceeded: false,
-        };
+        let limit = self.limits.max_blob_bytes;
         // Pass the digest alone: a descriptor's `urls` would make the client fetch from hosts the
-        // manifest names, which a hostile manifest must not be able to choose.
-        let res = self
-            .timed(&desc.digest, self.client.pull_blob(&r, desc.digest.as_str(), &mut sink))
-            .await;
-        if sink.exceeded {
-            return Err(EvidenceError::Invalid {
+        // manifest names, which a hostile manifest must not be able to choose. Each attempt gets
+        // a fresh sink, so a retried download never appends to a partial one.
+        let pull = || async {
+            let mut sink = LimitedBuf {
+                buf: Vec::new(),
+                limit,
+                exceeded: false,
+            };
+            let res = self.client.pull_blob(&r, desc.digest.as_str(), &mut sink).await;
+            if sink.exceeded {
+                return Ok(None);
+            }
+            res.map(|()| Some(sink.buf))
+        };
+        match self.timed(&desc.digest, pull).await {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(EvidenceError::Invalid {
                 registry: self.host.clone(),
                 reference: desc.digest.clone(),
-                detail: format!(
-                    "blob is over the limit of {} bytes (max blob size)",
-                    self.limits.max_blob_bytes
-                ),
-            });
-        }
-        match res {
-            Ok(()) => Ok(sink.buf),
+                detail: format!("blob is over the limit of {limit} bytes (max blob size)"),
+            }),
             // A blob listed in a manifest but missing is a broken manifest, not absent evidence.
             Err(Failure::Missing) => Err(EvidenceError::Invalid {
                 registry: self.host.clone(),
@@ -340,7 +435,7 @@ impl Backend for RegistryStore {
     async fn put_blob(&self, image: &ImageRef, blob: &Blob) -> Result<(), EvidenceError> {
         let r = self.reference(image, &blob.descriptor.digest);
         self.ensure_auth(&r).await;
-        let push = self.client.push_blob(&r, blob.bytes.clone(), &blob.descriptor.digest);
+        let push = || self.client.push_blob(&r, blob.bytes.clone(), &blob.descriptor.digest);
         self.timed(&blob.descriptor.digest, push)
             .await
             .map(|_| ())
@@ -357,7 +452,7 @@ impl Backend for RegistryStore {
         let r = self.reference(image, tag);
         self.ensure_auth(&r).await;
         let content_type = axum::http::HeaderValue::from_str(media_type).map_err(|e| self.write_err(e))?;
-        let push = self.client.push_manifest_raw(&r, bytes.to_vec(), content_type);
+        let push = || self.client.push_manifest_raw(&r, bytes.to_vec(), content_type.clone());
         self.timed(tag, push)
             .await
             .map(|_| ())
@@ -368,7 +463,10 @@ impl Backend for RegistryStore {
         let r = self.reference(image, digest.as_str());
         self.ensure_auth(&r).await;
         // The referrers API, falling back to the `sha256-<hex>` index tag (absent tag: empty).
-        let index = match self.timed(digest.as_str(), self.client.pull_referrers(&r, None)).await {
+        let index = match self
+            .timed(digest.as_str(), || self.client.pull_referrers(&r, None))
+            .await
+        {
             Ok(index) => index,
             Err(Failure::Missing) => return Ok(Vec::new()),
             Err(f) => return Err(f.into_error(&self.host, digest.as_str())),
@@ -412,7 +510,7 @@ impl EvidenceStore for RegistryStore {
         let r = self.reference(image, &tag);
         let shown = image.to_string();
         let digest = self
-            .timed(&shown, self.client.fetch_manifest_digest(&r, &self.auth))
+            .timed(&shown, || self.client.fetch_manifest_digest(&r, &self.auth))
             .await
             .map_err(|f| f.into_error(&self.host, &shown))?;
         Digest::parse(&digest).map_err(|e| EvidenceError::Invalid {

@@ -149,6 +149,7 @@ pub(crate) mod testing {
             signer: SignerMatch {
                 signer: "release-key".into(),
                 method: "key",
+                identity: None,
             },
             source: EvidenceSource::Att,
             digest: digest(tag),
