@@ -9,6 +9,8 @@
 //! `cargo bench --bench push_to_promotion` (or `scripts/bench.sh`); `TOLLGATE_BENCH_BUMPS` sets the
 //! number of bumps per mode (default 50). Loopback only; it stops by itself.
 
+#[path = "../tests/support/cli_tools.rs"]
+mod cli_tools;
 #[path = "../tests/support/registry.rs"]
 mod registry;
 #[path = "../tests/support/world.rs"]

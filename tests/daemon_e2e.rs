@@ -3,6 +3,8 @@
 //! watching wakes it without a webhook, `/readyz` follows the first sync, and SIGTERM in the middle
 //! of a run of promotions leaves the repository consistent and exits 0.
 
+#[path = "support/cli_tools.rs"]
+mod cli_tools;
 #[path = "support/registry.rs"]
 mod registry;
 #[path = "support/world.rs"]

@@ -4,12 +4,15 @@
 //! complete, and a note on the staging commit when it is not; bad input blocks or defers.
 
 mod support {
+    pub mod cli_tools;
     pub mod registry;
 }
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
+
 use std::sync::Arc;
+use support::cli_tools::{git, intoto};
 
 use support::registry::Registry;
 use tollgate::config;
@@ -23,89 +26,10 @@ use tollgate::telemetry::Metrics;
 const PROVENANCE: &str = "https://slsa.dev/provenance/v1";
 const SBOM: &str = "https://cyclonedx.org/bom";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=Flux",
-            "-c",
-            "user.email=flux@example.invalid",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn deployment(image: &str) -> String {
     format!(
         "# payments, deployed by Argo CD\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  template:\n    spec:\n      containers:\n        - name: api\n          image: \"{image}\"   # kept quoted\n"
     )
-}
-
-/// Runs tests/support/intoto_attest.py, the independent producer. Returns the envelope bytes.
-fn intoto(
-    dir: &Path,
-    name: &str,
-    subject: &Digest,
-    predicate_type: &str,
-    key_in: Option<&Path>,
-    key_out: Option<&Path>,
-) -> Vec<u8> {
-    let python = root().join(".tools/venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup-test-deps.sh",
-        python.display()
-    );
-    let predicate = dir.join(format!("{name}.predicate.json"));
-    std::fs::write(
-        &predicate,
-        r#"{"builder": {"id": "https://github.com/acme/ci"}, "components": []}"#,
-    )
-    .unwrap();
-    let out_path = dir.join(format!("{name}.dsse.json"));
-    let mut cmd = Command::new(python);
-    cmd.arg(root().join("tests/support/intoto_attest.py"))
-        .args([
-            "--subject-name",
-            "127.0.0.1/acme/api",
-            "--digest",
-            subject.as_str(),
-            "--predicate-type",
-            predicate_type,
-        ])
-        .arg("--predicate")
-        .arg(&predicate)
-        .arg("--out")
-        .arg(&out_path)
-        .arg("--pubkey-out")
-        .arg(dir.join(format!("{name}.pub")));
-    if let Some(k) = key_in {
-        cmd.arg("--key-in").arg(k);
-    }
-    if let Some(k) = key_out {
-        cmd.arg("--key-out").arg(k);
-    }
-    let out = cmd.output().expect("python runs");
-    assert!(
-        out.status.success(),
-        "intoto_attest.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(out_path).unwrap()
 }
 
 struct World {

@@ -3,6 +3,8 @@
 //! each allow; prod's `upstream` rule accepts a digest because of it, and blocks one that was
 //! hand-edited into staging.
 
+#[path = "support/cli_tools.rs"]
+mod cli_tools;
 #[path = "support/registry.rs"]
 mod registry;
 #[path = "support/world.rs"]

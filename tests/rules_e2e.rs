@@ -5,6 +5,7 @@
 //! staging → prod in a bare git repository.
 
 mod support {
+    pub mod cli_tools;
     pub mod registry;
 }
 
@@ -13,6 +14,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use serde_json::Value;
+use support::cli_tools::git;
 use support::registry::Registry;
 use tollgate::config;
 use tollgate::daemon::{Daemon, PassReport};
@@ -44,24 +46,6 @@ fn provenance_v02() -> (String, Value) {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=Flux",
-            "-c",
-            "user.email=flux@example.invalid",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?} failed: {}", text(&out.stderr));
-    text(&out.stdout)
 }
 
 fn deployment(image: &str) -> String {

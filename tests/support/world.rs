@@ -2,14 +2,14 @@
 //! environment repository over `file://` changed with the git CLI, a real `docker-registry` on
 //! loopback, and releases whose evidence is signed in-process (`dsse::Envelope::sign`) so that a
 //! release takes milliseconds. Declare it at the crate root next to `registry.rs`:
-//! `#[path = "support/registry.rs"] mod registry; #[path = "support/world.rs"] mod world;`.
+//! `#[path = "support/registry.rs"] mod registry; #[path = "support/cli_tools.rs"] mod cli_tools;
+//! #[path = "support/world.rs"] mod world;`.
 
 #![allow(dead_code)]
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,27 +34,7 @@ pub const PROVENANCE: &str = "https://slsa.dev/provenance/v1";
 pub const SBOM: &str = "https://cyclonedx.org/bom";
 pub const SECRET: &str = "webhook-s3cret";
 
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=Flux",
-            "-c",
-            "user.email=flux@example.invalid",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+pub use crate::cli_tools::git;
 
 pub fn deployment(image: &str) -> String {
     format!(
